@@ -1,0 +1,1 @@
+"""VidSteal attacker: budget-exact model extraction over HTTP."""

@@ -1,0 +1,1 @@
+"""VidSteal victim: a budgeted, measured video classification API."""
