@@ -121,9 +121,7 @@ def _check_stored(
     stored: ModelConfig, *, arch: str, num_classes: int | None, arch_kwargs: dict[str, Any]
 ) -> None:
     if stored.architecture != arch:
-        raise WeightsError(
-            f"checkpoint was saved for {stored.architecture!r}, not {arch!r}"
-        )
+        raise WeightsError(f"checkpoint was saved for {stored.architecture!r}, not {arch!r}")
     if num_classes is not None and num_classes != stored.num_classes:
         raise WeightsError(
             f"checkpoint has {stored.num_classes} classes but num_classes={num_classes} was asked"

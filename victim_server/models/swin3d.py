@@ -1,8 +1,8 @@
 """Video Swin Transformer (Liu et al., 2022) on torchvision's ``SwinTransformer3d``.
 
-``swin3d_t`` is the Kinetics-400 architecture; its checkpoint (``swin3d_t-7615ae03.pth``) is loaded
-from a local file by the factory. ``swin3d_micro`` is a CPU-sized variant used by the embedded victim
-and by tests.
+``swin3d_t`` is the Kinetics-400 architecture; its checkpoint (``swin3d_t-7615ae03.pth``) is
+loaded from a local file by the factory. ``swin3d_micro`` is a CPU-sized variant used by the
+embedded victim and by tests.
 """
 
 from __future__ import annotations
@@ -16,12 +16,18 @@ from torchvision.models.video.swin_transformer import SwinTransformer3d
 from victim_server.models.config import IMAGENET_MEAN, IMAGENET_STD, InputSpec
 from victim_server.models.registry import register_model
 
-KINETICS400_INPUT = InputSpec(frames=32, height=224, width=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
-MICRO_INPUT = InputSpec(frames=16, height=32, width=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+KINETICS400_INPUT = InputSpec(
+    frames=32, height=224, width=224, mean=IMAGENET_MEAN, std=IMAGENET_STD
+)
+MICRO_INPUT = InputSpec(
+    frames=16, height=32, width=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)
+)
 
 
 class Swin3d(SwinTransformer3d):
     """torchvision's SwinTransformer3d with the feature/head split every VidSteal model offers."""
+
+    head: nn.Linear
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -36,7 +42,7 @@ class Swin3d(SwinTransformer3d):
         return torch.flatten(self.avgpool(x), 1)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(features)  # type: ignore[no-any-return]
+        return self.head(features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

@@ -1,4 +1,4 @@
-"""Local weight files: safetensors (preferred) or ``torch.load(weights_only=True)``. Never a download."""
+"""Local weight files: safetensors, or ``torch.load(weights_only=True)``. Never a download."""
 
 from __future__ import annotations
 
