@@ -63,7 +63,8 @@ def _open_video(
             raise ClipDecodeError("the file has no video stream", status=422)
         stream = container.streams.video[0]
         _check_pixels(stream.codec_context.width, stream.codec_context.height, max_pixels)
-        stream.thread_type = "AUTO"
+        # No frame threading: on small clips its hand-offs cost more than decoding (measured
+        # ~10x slower frame conversion with thread_type="AUTO" on 2 cores).
         yield container, stream
     finally:
         container.close()

@@ -1,1 +1,24 @@
+"""Talking to the victim (VictimClient) and remembering what it said (ResponseCache)."""
 
+from attacker.client.cache import MemoryCache, ResponseCache
+from attacker.client.errors import (
+    AttackerError,
+    Blocked,
+    BudgetExhausted,
+    RetriesExhausted,
+    VictimError,
+)
+from attacker.client.victim import RetryPolicy, VictimClient, parse_retry_after
+
+__all__ = [
+    "AttackerError",
+    "Blocked",
+    "BudgetExhausted",
+    "MemoryCache",
+    "ResponseCache",
+    "RetriesExhausted",
+    "RetryPolicy",
+    "VictimClient",
+    "VictimError",
+    "parse_retry_after",
+]

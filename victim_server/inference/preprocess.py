@@ -16,8 +16,9 @@ def temporal_indices(source_frames: int, target_frames: int) -> np.ndarray:
     """
     if source_frames == target_frames:
         return np.arange(target_frames)
-    positions = (np.arange(target_frames) + 0.5) * source_frames / target_frames - 0.5
-    return np.clip(np.round(positions), 0, source_frames - 1).astype(np.int64)
+    # The middle frame of each of ``target_frames`` equal segments.
+    positions = np.floor((np.arange(target_frames) + 0.5) * source_frames / target_frames)
+    return np.clip(positions, 0, source_frames - 1).astype(np.int64)
 
 
 def clips_to_tensor(clips: np.ndarray | torch.Tensor) -> torch.Tensor:

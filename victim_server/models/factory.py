@@ -10,6 +10,7 @@ from typing import Any
 from torch import nn
 
 from victim_server.models.config import InputSpec, ModelConfig, default_labels
+from victim_server.models.custom import parse_input_spec
 from victim_server.models.embedded import packaged_weights_path, resolve_alias
 from victim_server.models.registry import get_model_entry
 from victim_server.models.weights import WeightsError, load_into, load_state_dict, read_config
@@ -43,7 +44,7 @@ def create_model(
     num_classes: int | None = None,
     weights: str | Path | None = None,
     labels: LabelsArg = None,
-    input_spec: InputSpec | None = None,
+    input_spec: InputSpec | str | Path | None = None,
     **arch_kwargs: Any,
 ) -> nn.Module:
     """Build a registered model, optionally loading local weights, and attach its ModelConfig.
@@ -64,6 +65,7 @@ def create_model(
             )
         weights = packaged
     label_names = _labels_argument(labels)
+    input_spec = parse_input_spec(input_spec)
 
     if entry.needs_weights:
         if weights is None:

@@ -40,13 +40,13 @@ class TrainConfig:
     frames: int = 16
     size: int = 32
     batch_size: int = 64
-    steps: int = 3000
+    steps: int = 3200
     lr: float = 2e-3
     weight_decay: float = 0.05
     warmup_steps: int = 150
     label_smoothing: float = 0.1
-    curriculum_start: float = 0.2  # difficulty of the first step
-    curriculum_steps: int = 900  # steps until the standard distribution (difficulty 1.0)
+    curriculum_start: float = 0.5  # difficulty of the first step
+    curriculum_steps: int = 400  # steps until the standard distribution (difficulty 1.0)
     eval_every: int = 250
     eval_clips: int = 1024
     time_limit_s: float = 27 * 60
@@ -80,10 +80,10 @@ class _SynthStream(IterableDataset[tuple[torch.Tensor, torch.Tensor]]):
             yield torch.from_numpy(clips), torch.from_numpy(labels)
 
 
-def _lr_factor(step: int, config: TrainConfig) -> float:
+def _lr_factor(step: int, progress: float, config: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay over ``progress`` (0..1) of the run."""
     if step < config.warmup_steps:
         return (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
@@ -123,7 +123,6 @@ def train_embedded(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, config))
     loader = DataLoader(
         _SynthStream(config, 0),
         batch_size=None,
@@ -137,19 +136,23 @@ def train_embedded(
     history: list[dict[str, float]] = []
     started = time.perf_counter()
     step = 0
-    with _progress(show_progress) as progress:
-        task = progress.add_task("train-embedded", total=config.steps, info="")
+    with _progress(show_progress) as bar:
+        task = bar.add_task("train-embedded", total=config.steps, info="")
         model.train()
         for step, (clips, labels) in enumerate(loader):
             logits = model(preprocess(clips, spec))
             loss = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
+            elapsed = time.perf_counter() - started
+            # Progress is the larger of steps done and time used, so that a slow machine still
+            # finishes the schedule (and the run) within the time limit.
+            progress = max(step / config.steps, elapsed / config.time_limit_s)
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr * _lr_factor(step, progress, config)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
-            scheduler.step()
-            elapsed = time.perf_counter() - started
-            last = step + 1 == config.steps or elapsed > config.time_limit_s
+            last = step + 1 == config.steps or progress >= 1.0
             if (step + 1) % config.eval_every == 0 or last:
                 acc = evaluate_accuracy(model, held_out, count=min(512, config.eval_clips))
                 model.train()
@@ -164,7 +167,7 @@ def train_embedded(
             info = f"loss {float(loss):.3f} diff {config.difficulty(step):.2f}"
             if history:
                 info += f" acc {history[-1]['held_out_top1']:.3f}"
-            progress.update(task, advance=1, info=info)
+            bar.update(task, advance=1, info=info)
             if last:
                 break
     train_seconds = time.perf_counter() - started

@@ -1,0 +1,3 @@
+from attacker.cli import app
+
+app(prog_name="python -m attacker")

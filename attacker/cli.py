@@ -1,0 +1,122 @@
+"""``python -m attacker``: run an extraction, evaluate an exported student, rebuild a report."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+@app.command("run")
+def run_command(
+    config_path: Annotated[Path, typer.Argument(metavar="CONFIG.yaml", help="Attack config.")],
+    victim_url: Annotated[str | None, typer.Option(help="Victim base URL.")] = None,
+    api_key: Annotated[str | None, typer.Option(help="API key paying for the queries.")] = None,
+    eval_api_key: Annotated[str | None, typer.Option(help="Key for evaluation clips.")] = None,
+    budget: Annotated[int | None, typer.Option(help="Queries to spend.")] = None,
+    redis_url: Annotated[str | None, typer.Option(help="Redis for the answer cache.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the query stream and training.")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Serve /metrics on this port.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Extract a student from the victim within a query budget and write the report."""
+    from attacker.client import AttackerError
+    from attacker.config import ConfigError, load_config
+    from attacker.run import run_attack
+
+    overrides = {
+        "victim.url": victim_url,
+        "victim.api_key": api_key,
+        "victim.eval_api_key": eval_api_key,
+        "budget": budget,
+        "redis_url": redis_url,
+        "out": str(out) if out else None,
+        "seed": seed,
+        "metrics_port": metrics_port,
+    }
+    try:
+        config = load_config(config_path, overrides)
+        if not config.victim.api_key:
+            _fail("no API key: set victim.api_key in the config or pass --api-key")
+        report = asyncio.run(run_attack(config, show_progress=not quiet))
+    except (ConfigError, AttackerError, OSError) as exc:
+        _fail(str(exc))
+        return
+    final = report["final"]
+    typer.echo(
+        json.dumps(
+            {
+                "report": report["paths"]["markdown"],
+                "plot": report["paths"]["plot"],
+                "student": report["student"]["export"],
+                "paid": report["collect"]["paid"],
+                "cache_hits": report["collect"]["cache_hits"],
+                "queries": final["queries"],
+                "top1_fidelity": round(final["top1_agreement"], 4),
+                "top5_fidelity": round(final["top5_agreement"], 4),
+                "accuracy": final["accuracy"],
+                "wall_seconds": report["wall_seconds"],
+            }
+        )
+    )
+
+
+@app.command("report")
+def report_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory with report.json.")],
+) -> None:
+    """Rebuild report.md and the fidelity plot from a run directory's report.json."""
+    from attacker.eval.report import REPORT_JSON, render_report
+
+    if not (run_dir / REPORT_JSON).is_file():
+        _fail(f"{run_dir} has no {REPORT_JSON}")
+    paths = render_report(run_dir)
+    typer.echo(json.dumps({k: str(v) for k, v in paths.items()}))
+
+
+@app.command("eval")
+def eval_command(
+    student: Annotated[Path, typer.Argument(help="Exported student directory or .safetensors.")],
+    labelled: Annotated[
+        Path | None, typer.Option(help=".npz with clips (+ labels) from shared.synthactions.")
+    ] = None,
+    victim_url: Annotated[str | None, typer.Option(help="Victim to compare against.")] = None,
+    api_key: Annotated[str | None, typer.Option(help="Key paying for the answers.")] = None,
+    redis_url: Annotated[str | None, typer.Option(help="Redis answer cache.")] = None,
+    n: Annotated[int | None, typer.Option(help="Use the first N clips.")] = None,
+) -> None:
+    """Evaluate an exported student: accuracy on a labelled .npz, and fidelity against a victim
+    when --victim-url/--api-key are given (answers cached in Redis when --redis-url is)."""
+    from attacker.evaluate_cli import evaluate_exported
+
+    if labelled is None:
+        _fail("pass --labelled clips.npz (write one with `python -m shared.synthactions`)")
+        return
+    if (victim_url is None) != (api_key is None):
+        _fail("--victim-url and --api-key go together")
+    try:
+        result = asyncio.run(
+            evaluate_exported(
+                student,
+                labelled,
+                victim_url=victim_url,
+                api_key=api_key,
+                redis_url=redis_url,
+                n=n,
+            )
+        )
+    except (OSError, ValueError) as exc:
+        _fail(str(exc))
+        return
+    typer.echo(json.dumps(result))

@@ -1,0 +1,146 @@
+"""The attack's configuration: one YAML file, validated by pydantic, overridable from the CLI.
+
+String values may reference environment variables as ``${NAME}`` (e.g. the API key), so secrets
+stay out of config files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from attacker.sources import SourceConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class VictimConfig(_Strict):
+    url: str = "http://127.0.0.1:8000"
+    api_key: str = Field(default="", description="API key paying for the attack queries")
+    eval_api_key: str | None = Field(
+        default=None, description="Separate key for the evaluation clips (default: api_key)"
+    )
+    timeout_s: float = 120.0
+    compression: Literal["zstd", "gzip"] | None = None
+
+
+class QueryConfig(_Strict):
+    source: SourceConfig = Field(discriminator="kind")
+    batch_clips: Annotated[int, Field(ge=1, le=256)] = 32
+    concurrency: Annotated[int, Field(ge=1, le=64)] = 4
+    max_attempts: Annotated[int, Field(ge=1)] = 8
+
+
+class StudentSection(_Strict):
+    architecture: str = "tiny3d"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    backbone_weights: Path | None = None
+    frames: int | None = None  # default: the victim's input spec
+    height: int | None = None
+    width: int | None = None
+
+
+LossName = Literal["auto", "kl", "soft_ce", "hard_ce", "topk", "condi_sr"]
+
+
+class TrainSection(_Strict):
+    loss: LossName = "auto"
+    temperature: Annotated[float, Field(gt=0)] = 1.0
+    true_label_weight: Annotated[float, Field(ge=0)] = 0.0
+    epochs: Annotated[int, Field(ge=1)] = 20
+    batch_size: Annotated[int, Field(ge=1)] = 64
+    lr: Annotated[float, Field(gt=0)] = 2e-3
+    backbone_lr_ratio: Annotated[float, Field(gt=0, le=1)] = 1.0
+    weight_decay: Annotated[float, Field(ge=0)] = 0.05
+    schedule: Literal["cosine", "plateau"] = "cosine"
+    warmup_steps: Annotated[int, Field(ge=0)] = 50
+    threads: Annotated[int, Field(ge=0)] = 0
+
+
+class EvalSection(_Strict):
+    source: SourceConfig | None = Field(default=None, discriminator="kind")
+    clips: Annotated[int, Field(ge=1)] = 1000
+    points: list[Annotated[float, Field(gt=0, le=1)]] = Field(default_factory=lambda: [1.0])
+
+    @model_validator(mode="after")
+    def _sorted_points(self) -> EvalSection:
+        self.points = sorted(set(self.points))
+        if self.points[-1] != 1.0:
+            self.points.append(1.0)
+        return self
+
+
+class AttackConfig(_Strict):
+    name: str = "attack"
+    victim: VictimConfig = Field(default_factory=VictimConfig)
+    budget: Annotated[int, Field(ge=1)]
+    seed: int = 0
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    out: Path = Path("runs/attack")
+    query: QueryConfig
+    student: StudentSection = Field(default_factory=StudentSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    eval: EvalSection = Field(default_factory=EvalSection)
+    metrics_port: int | None = None
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message is one line."""
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expand_env(value: Any) -> Any:
+    if isinstance(value, str):
+
+        def replace(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in os.environ:
+                raise ConfigError(f"config references ${{{name}}} but it is not set")
+            return os.environ[name]
+
+        return _ENV_REF.sub(replace, value)
+    if isinstance(value, dict):
+        return {k: _expand_env(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v) for v in value]
+    return value
+
+
+def load_config(path: Path, overrides: dict[str, Any] | None = None) -> AttackConfig:
+    """Read, expand ``${ENV}``, apply dotted overrides (``{"victim.url": ...}``), validate."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping at the top level")
+    data = _expand_env(raw)
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        target = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            target = target.setdefault(part, {})
+        target[leaf] = value
+    return validate_config(data, source=str(path))
+
+
+def validate_config(data: dict[str, Any], *, source: str = "config") -> AttackConfig:
+    try:
+        return AttackConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{source}: {where}: {first['msg']}") from None

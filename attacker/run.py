@@ -1,0 +1,310 @@
+"""One extraction run, end to end: spend the budget, build the transfer set, label the eval
+set, train a fresh student per budget point, evaluate, export, report."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis.asyncio as aioredis
+from httpx import AsyncBaseTransport
+from tqdm.auto import tqdm
+
+from attacker.client import ResponseCache, RetryPolicy, VictimClient
+from attacker.collect import Collector, CollectStats, MemorySink
+from attacker.config import AttackConfig
+from attacker.data import TransferManifest, TransferSet, TransferSetWriter
+from attacker.eval.fidelity import EvalSet, evaluate
+from attacker.eval.report import write_report
+from attacker.provenance import write_provenance
+from attacker.sources import ClipShape, SourceConfig, build_source
+from attacker.students import StudentPreprocessing, create_student, export_student
+from attacker.train.loop import TrainSettings, train_student
+from attacker.train.losses import build_loss, default_loss_for
+from shared.hashing import victim_identity
+from shared.schemas import ModelInfo, OutputMode
+
+
+@dataclass(frozen=True)
+class RunHooks:
+    """Optional observers (metrics exporter, tests)."""
+
+    on_collect: Callable[[CollectStats], None] | None = None
+    on_phase: Callable[[str], None] | None = None
+    on_fidelity: Callable[[int, float], None] | None = None
+    on_retry: Callable[[str], None] | None = None
+
+
+def _identity(url: str, info: ModelInfo) -> str:
+    return victim_identity(url, info.model, info.output.value, info.top_k)
+
+
+async def run_attack(
+    config: AttackConfig,
+    *,
+    transport: AsyncBaseTransport | None = None,
+    redis: aioredis.Redis | None = None,
+    hooks: RunHooks | None = None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    hooks = hooks or RunHooks()
+    started = time.perf_counter()
+    run_dir = config.out
+    provenance = write_provenance(run_dir, config)
+    store = redis or aioredis.Redis.from_url(config.redis_url, decode_responses=True)
+    retry = RetryPolicy(max_attempts=config.query.max_attempts)
+    try:
+        async with VictimClient(
+            config.victim.url,
+            config.victim.api_key,
+            transport=transport,
+            retry=retry,
+            timeout_s=config.victim.timeout_s,
+            compression=config.victim.compression,
+            on_retry=hooks.on_retry,
+            seed=config.seed,
+        ) as client:
+            _phase(hooks, "collect")
+            info = await client.model_info()
+            shape = ClipShape(info.input.frames, info.input.height, info.input.width)
+            collect = await _collect(config, client, info, shape, store, hooks, show_progress)
+            _phase(hooks, "eval-set")
+            eval_set, eval_info = await _label_eval_set(
+                config, info, shape, store, transport, show_progress
+            )
+    finally:
+        if redis is None:
+            await store.aclose()
+
+    transfer = TransferSet(run_dir / "transfer")
+    mode = OutputMode(transfer.manifest.output)
+    loss_name = default_loss_for(mode) if config.train.loss == "auto" else config.train.loss
+    points = []
+    student = None
+    for fraction in config.eval.points:
+        limit = max(1, round(fraction * len(transfer)))
+        _phase(hooks, f"train@{limit}")
+        student = _fresh_student(config, info, shape)
+        loss_fn = build_loss(
+            loss_name,
+            mode,
+            temperature=config.train.temperature,
+            true_label_weight=config.train.true_label_weight,
+        )
+        settings = _train_settings(config)
+        trained = train_student(
+            student,
+            transfer,
+            loss_fn,
+            settings,
+            limit=limit,
+            checkpoint=run_dir / "checkpoints" / f"q{limit}.pt",
+            fingerprint=_fingerprint(transfer, limit, settings, config),
+            desc=f"train {limit} queries",
+            show_progress=show_progress,
+        )
+        fidelity = evaluate(student, eval_set)
+        if hooks.on_fidelity is not None:
+            hooks.on_fidelity(limit, fidelity.top1_agreement)
+        points.append(
+            {
+                "queries": limit,
+                **fidelity.to_dict(),
+                "train_seconds": round(trained.seconds, 1),
+                "epochs": trained.epochs,
+                "resumed_from_epoch": trained.resumed_from_epoch,
+            }
+        )
+    assert student is not None
+    export_dir = export_student(student, run_dir / "student").parent
+    _phase(hooks, "report")
+    report = {
+        "name": config.name,
+        "victim": {
+            "url": config.victim.url,
+            "model": info.model,
+            "output": info.output.value,
+            "top_k": info.top_k,
+            "num_classes": info.num_classes,
+        },
+        "budget": config.budget,
+        "source": config.query.source.kind,
+        "loss": loss_name,
+        "student": {"architecture": config.student.architecture, "export": str(export_dir)},
+        "collect": asdict(collect),
+        "eval": {
+            "clips": len(eval_set),
+            "paid": eval_set.paid,
+            "source": (config.eval.source or config.query.source).kind,
+            "victim_output": eval_info.output.value,
+            "victim_accuracy": points[-1]["victim_accuracy"],
+        },
+        "points": points,
+        "final": points[-1],
+        "git_commit": provenance["git_commit"],
+        "provenance": provenance,
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
+    paths = write_report(run_dir, report)
+    report["paths"] = {k: str(v) for k, v in paths.items()}
+    _phase(hooks, "done")
+    return report
+
+
+def _phase(hooks: RunHooks, name: str) -> None:
+    if hooks.on_phase is not None:
+        hooks.on_phase(name)
+
+
+async def _collect(
+    config: AttackConfig,
+    client: VictimClient,
+    info: ModelInfo,
+    shape: ClipShape,
+    store: aioredis.Redis,
+    hooks: RunHooks,
+    show_progress: bool,
+) -> CollectStats:
+    budget = await client.budget()
+    identity = _identity(client.base_url, info)
+    manifest = TransferManifest(
+        victim={
+            "url": client.base_url,
+            "model": info.model,
+            "identity": identity,
+            "top_k": info.top_k,
+        },
+        output=info.output.value,
+        labels=list(info.labels),
+        clip_shape=[shape.frames, shape.height, shape.width, 3],
+        extra={"source": config.query.source.model_dump(mode="json"), "seed": config.seed},
+    )
+    bar = tqdm(total=config.budget, desc="queries", unit="clip", disable=not show_progress)
+
+    def progress(stats: CollectStats) -> None:
+        bar.update(stats.clips - bar.n)
+        bar.set_postfix(paid=stats.paid, cached=stats.cache_hits)
+        if hooks.on_collect is not None:
+            hooks.on_collect(stats)
+
+    with TransferSetWriter(config.out / "transfer", manifest) as writer:
+        collector = Collector(
+            client=client,
+            cache=ResponseCache(store, identity),
+            writer=writer,
+            target_clips=config.budget,
+            paid_allowance=min(config.budget, budget.remaining),
+            batch_clips=config.query.batch_clips,
+            concurrency=config.query.concurrency,
+            progress=progress,
+        )
+        source = build_source(config.query.source, shape=shape, seed=config.seed)
+        stats = await collector.run(iter(source))
+    bar.close()
+    return stats
+
+
+async def _label_eval_set(
+    config: AttackConfig,
+    info: ModelInfo,
+    shape: ClipShape,
+    store: aioredis.Redis,
+    transport: AsyncBaseTransport | None,
+    show_progress: bool,
+) -> tuple[EvalSet, ModelInfo]:
+    """The held-out clips and the victim's answers to them (paid once, then cached)."""
+    source_config: SourceConfig = config.eval.source or config.query.source
+    api_key = config.victim.eval_api_key or config.victim.api_key
+    async with VictimClient(
+        config.victim.url,
+        api_key,
+        transport=transport,
+        compression=config.victim.compression,
+        seed=config.seed,
+    ) as client:
+        eval_info = await client.model_info()
+        remaining = (await client.budget()).remaining
+        sink = MemorySink()
+        collector = Collector(
+            client=client,
+            cache=ResponseCache(store, _identity(client.base_url, eval_info)),
+            writer=sink,
+            target_clips=config.eval.clips,
+            paid_allowance=min(config.eval.clips, remaining),
+            batch_clips=config.query.batch_clips,
+            concurrency=config.query.concurrency,
+        )
+        # A different seed than the attack stream, so eval clips are never training clips.
+        source = build_source(source_config, shape=shape, seed=config.seed + 1_000_003)
+        stats = await collector.run(iter(source))
+    if not sink.clips:
+        raise RuntimeError("no evaluation clips could be labelled (eval key out of budget?)")
+    return EvalSet(
+        clips=np.stack(sink.clips),
+        victim_top1=np.array([r["index"] for r in sink.results], dtype=np.int64),
+        true_labels=np.array([-1 if t is None else t for t in sink.true_labels], dtype=np.int64),
+        paid=stats.paid,
+    ), eval_info
+
+
+def _fresh_student(config: AttackConfig, info: ModelInfo, shape: ClipShape) -> Any:
+    s = config.student
+    prep = StudentPreprocessing(
+        frames=s.frames or shape.frames,
+        height=s.height or shape.height,
+        width=s.width or shape.width,
+        mean=(0.45, 0.45, 0.45),
+        std=(0.225, 0.225, 0.225),
+    )
+    return create_student(
+        s.architecture,
+        num_classes=info.num_classes,
+        preprocessing=prep,
+        labels=info.labels,
+        backbone_weights=s.backbone_weights,
+        **s.kwargs,
+    )
+
+
+def _train_settings(config: AttackConfig) -> TrainSettings:
+    t = config.train
+    return TrainSettings(
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        lr=t.lr,
+        backbone_lr_ratio=t.backbone_lr_ratio,
+        weight_decay=t.weight_decay,
+        schedule=t.schedule,
+        warmup_steps=t.warmup_steps,
+        seed=config.seed,
+    )
+
+
+def _fingerprint(
+    transfer: TransferSet, limit: int, settings: TrainSettings, config: AttackConfig
+) -> str:
+    """Identifies what a checkpoint was trained on, so a rerun resumes only the same training."""
+    hashes = "".join(r.clip_hash for r in transfer.records[:limit])
+    payload = json.dumps(
+        [
+            hashes,
+            asdict(settings),
+            config.student.model_dump(mode="json"),
+            config.train.model_dump(mode="json"),
+        ],
+        sort_keys=True,
+        default=str,
+    )
+    import hashlib
+
+    return hashlib.blake2b(payload.encode(), digest_size=16).hexdigest()
+
+
+def load_report(run_dir: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((run_dir / "report.json").read_text())
+    return data

@@ -1,0 +1,89 @@
+"""Several sources interleaved by weight on a fixed, smooth schedule.
+
+Scheduling is "largest deficit first": before emitting clip ``n`` (1-based), part ``i`` is owed
+``w_i * n - c_i`` clips, where ``w_i`` is its normalised weight and ``c_i`` what it has emitted;
+the part owed most goes next (ties: the earlier part). Weights are exact fractions of the
+configured floats, so the schedule is the same on every machine, and after any prefix of ``n``
+clips each part has emitted ``w_i * n`` rounded up or down (e.g. exactly 5 of the first 100 for
+a 5% part). Part ``i`` runs with its own seed derived from the run seed and ``i``.
+
+Recipe: ``{"source": "mix", "part": i, "part_name": name, "recipe": <the part's recipe>}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from fractions import Fraction
+from typing import Literal
+
+from attacker.sources._base import RECIPE_VERSION, QueryClip, QuerySource
+
+__all__ = ["MixSource", "schedule"]
+
+
+class MixSource:
+    """Interleaves ``parts`` (name, source, weight); see the module docstring."""
+
+    def __init__(
+        self,
+        parts: Sequence[tuple[str, QuerySource, float]],
+        *,
+        on_exhausted: Literal["stop", "continue"] = "stop",
+    ) -> None:
+        if not parts:
+            raise ValueError("a mix needs at least one part")
+        if any(weight <= 0 for _, _, weight in parts):
+            raise ValueError("mix weights must be positive")
+        self.name = "mix"
+        self.parts = list(parts)
+        self.on_exhausted = on_exhausted
+        total = sum(Fraction(weight) for _, _, weight in parts)
+        self.weights = [Fraction(weight) / total for _, _, weight in parts]
+
+    def __iter__(self) -> Iterator[QueryClip]:
+        iterators = [iter(source) for _, source, _ in self.parts]
+        counts = [0] * len(self.parts)
+        active = [True] * len(self.parts)
+        emitted = 0
+        while any(active):
+            part = _most_owed(self.weights, counts, active, emitted + 1)
+            try:
+                query = next(iterators[part])
+            except StopIteration:
+                if self.on_exhausted == "stop":
+                    return
+                active[part] = False
+                continue
+            counts[part] += 1
+            emitted += 1
+            recipe = {
+                "v": RECIPE_VERSION,
+                "source": "mix",
+                "part": part,
+                "part_name": self.parts[part][0],
+                "recipe": query.recipe,
+            }
+            yield QueryClip(clip=query.clip, recipe=recipe, true_label=query.true_label)
+
+
+def _most_owed(weights: list[Fraction], counts: list[int], active: list[bool], n: int) -> int:
+    best, best_owed = -1, Fraction(0)
+    for i, (weight, count) in enumerate(zip(weights, counts, strict=True)):
+        owed = weight * n - count
+        if active[i] and (best < 0 or owed > best_owed):
+            best, best_owed = i, owed
+    return best
+
+
+def schedule(weights: Sequence[float], n: int) -> list[int]:
+    """The part index of each of the first ``n`` clips for ``weights`` (no part runs out)."""
+    total = sum(Fraction(w) for w in weights)
+    fractions = [Fraction(w) / total for w in weights]
+    counts = [0] * len(weights)
+    active = [True] * len(weights)
+    order = []
+    for step in range(1, n + 1):
+        part = _most_owed(fractions, counts, active, step)
+        counts[part] += 1
+        order.append(part)
+    return order

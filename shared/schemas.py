@@ -1,0 +1,179 @@
+"""Pydantic wire schemas of the victim API, shared by the server and every client."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "BudgetState",
+    "ClassifyResponse",
+    "ClipResult",
+    "DefensePolicy",
+    "DetectionAction",
+    "DetectionPolicy",
+    "DetectionStatus",
+    "DetectorName",
+    "GaussianNoise",
+    "InputSpecWire",
+    "KeyCreate",
+    "KeyCreated",
+    "KeyPublic",
+    "ModelInfo",
+    "OutputMode",
+    "ReverseSigmoid",
+    "TopKEntry",
+    "TopUp",
+]
+
+
+class OutputMode(StrEnum):
+    """How much of the model's answer a key gets, from most to least informative."""
+
+    LOGITS = "logits"
+    PROBS = "probs"
+    TOPK = "topk"
+    LABEL = "label"
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputSpecWire(_Wire):
+    frames: int
+    height: int
+    width: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+class TopKEntry(_Wire):
+    index: int
+    label: str
+    score: float
+
+
+class ClipResult(_Wire):
+    """One clip's answer. ``index``/``label`` name the top class of what is returned; the
+    mode decides which of ``logits``, ``probs`` or ``topk`` is present."""
+
+    index: int
+    label: str
+    logits: list[float] | None = None
+    probs: list[float] | None = None
+    topk: list[TopKEntry] | None = None
+
+
+class BudgetState(_Wire):
+    key_id: str
+    budget: int
+    spent: int
+    remaining: int
+
+
+class ClassifyResponse(_Wire):
+    model: str
+    output: OutputMode
+    top_k: int | None = None
+    results: list[ClipResult]
+    budget: BudgetState
+    request_id: str
+    replayed: bool = False
+
+
+class ModelInfo(_Wire):
+    model: str
+    architecture: str
+    num_classes: int
+    labels: list[str]
+    input: InputSpecWire
+    output: OutputMode
+    top_k: int | None = None
+    max_clips_per_request: int
+    max_body_bytes: int
+    content_types: list[str]
+
+
+DetectorName = Literal["prada", "none"]
+DetectionAction = Literal["log", "throttle", "block", "poison"]
+
+
+class DetectionPolicy(_Wire):
+    detector: DetectorName = "none"
+    delta: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.9
+    action: DetectionAction = "log"
+
+
+class ReverseSigmoid(_Wire):
+    """Lee et al.'s reverse-sigmoid perturbation: top-1 preserved, gradients misleading."""
+
+    beta: Annotated[float, Field(gt=0.0)] = 0.7
+    gamma: Annotated[float, Field(gt=0.0)] = 0.4
+
+
+class GaussianNoise(_Wire):
+    sigma: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
+
+
+class DefensePolicy(_Wire):
+    """Output defenses applied in order: reverse sigmoid, noise, rounding, top-k, label-only."""
+
+    reverse_sigmoid: ReverseSigmoid | None = None
+    gaussian_noise: GaussianNoise | None = None
+    round_decimals: Annotated[int, Field(ge=0, le=8)] | None = None
+    top_k: Annotated[int, Field(ge=1)] | None = None
+    label_only: bool = False
+
+
+class KeyCreate(_Wire):
+    budget: Annotated[int, Field(ge=0, le=10**12)]
+    output: OutputMode = OutputMode.PROBS
+    top_k: Annotated[int, Field(ge=1)] = 5
+    name: Annotated[str, Field(min_length=1, max_length=128)] = "client"
+    detection: DetectionPolicy = Field(default_factory=DetectionPolicy)
+    defenses: DefensePolicy = Field(default_factory=DefensePolicy)
+
+
+class KeyPublic(_Wire):
+    key_id: str
+    name: str
+    budget: int
+    spent: int
+    remaining: int
+    output: OutputMode
+    top_k: int
+    created_at: datetime
+    revoked: bool
+    detection: DetectionPolicy
+    defenses: DefensePolicy
+
+
+class KeyCreated(KeyPublic):
+    api_key: str = Field(description="The secret, shown once; only its hash is stored.")
+
+
+class TopUp(_Wire):
+    amount: Annotated[int, Field(gt=0, le=10**12)]
+
+
+class DetectionStatus(_Wire):
+    key_id: str
+    detector: DetectorName
+    delta: float
+    action: DetectionAction
+    queries: int
+    distances: int
+    w: float | None = None
+    alarm: bool = False
+    alarm_at: datetime | None = None
+    alarm_query: int | None = None
+
+    @model_validator(mode="after")
+    def _alarm_has_time(self) -> DetectionStatus:
+        if self.alarm and self.alarm_at is None:
+            raise ValueError("an alarm needs alarm_at")
+        return self

@@ -1,0 +1,78 @@
+"""The micro-batcher: batches concurrent requests, bounds its queue, survives model errors."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from victim_server.inference.batcher import MicroBatcher, Overloaded
+
+
+class _Recorder:
+    def __init__(self, fail_on: int | None = None, gate: threading.Event | None = None) -> None:
+        self.batches: list[list[int]] = []
+        self.fail_on = fail_on
+        self.gate = gate
+
+    def __call__(self, requests: list[np.ndarray]) -> list[np.ndarray]:
+        if self.gate is not None:
+            self.gate.wait(5)
+        self.batches.append([r.shape[0] for r in requests])
+        if self.fail_on is not None and any(r[0, 0] == self.fail_on for r in requests):
+            raise RuntimeError("model broke")
+        return [r * 2 for r in requests]
+
+
+def _req(n: int, value: int = 1) -> np.ndarray:
+    return np.full((n, 1), value)
+
+
+async def test_concurrent_requests_share_batches_and_get_their_own_answers() -> None:
+    recorder = _Recorder()
+    batcher = MicroBatcher(recorder, max_batch_clips=8, max_wait_s=0.05, max_queue_clips=100)
+    batcher.start()
+    try:
+        outputs = await asyncio.gather(*[batcher.submit(_req(2, i)) for i in range(8)])
+    finally:
+        batcher.stop()
+    for i, out in enumerate(outputs):
+        np.testing.assert_array_equal(out, _req(2, 2 * i))
+    assert sum(len(b) for b in recorder.batches) == 8
+    assert max(sum(b) for b in recorder.batches) <= 8
+    assert len(recorder.batches) < 8  # some requests were batched together
+
+
+async def test_model_errors_reach_the_caller_and_the_thread_lives_on() -> None:
+    batcher = MicroBatcher(
+        _Recorder(fail_on=7), max_batch_clips=4, max_wait_s=0.0, max_queue_clips=100
+    )
+    batcher.start()
+    try:
+        with pytest.raises(RuntimeError, match="model broke"):
+            await batcher.submit(_req(1, 7))
+        np.testing.assert_array_equal(await batcher.submit(_req(1, 3)), _req(1, 6))
+    finally:
+        batcher.stop()
+
+
+async def test_queue_bound_answers_overloaded() -> None:
+    gate = threading.Event()
+    batcher = MicroBatcher(
+        _Recorder(gate=gate), max_batch_clips=4, max_wait_s=0.0, max_queue_clips=4
+    )
+    batcher.start()
+    try:
+        first = asyncio.ensure_future(batcher.submit(_req(4)))
+        await asyncio.sleep(0.05)
+        with pytest.raises(Overloaded) as info:
+            await batcher.submit(_req(1))
+        assert info.value.retry_after_s >= 1.0
+        gate.set()
+        await first
+        np.testing.assert_array_equal(await batcher.submit(_req(1)), _req(1, 2))
+    finally:
+        gate.set()
+        batcher.stop()

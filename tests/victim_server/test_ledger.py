@@ -1,0 +1,117 @@
+"""The Lua ledger against a real redis-server: exact under concurrency, idempotent, refundable."""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis.asyncio as aioredis
+
+from shared.schemas import KeyCreate
+from victim_server.accounting.keys import KeyStore
+from victim_server.accounting.ledger import Ledger, ReserveStatus
+
+
+async def _key(redis: aioredis.Redis, budget: int) -> str:
+    return (await KeyStore(redis).create(KeyCreate(budget=budget))).key_id
+
+
+async def test_concurrent_reservations_stop_exactly_at_the_budget(
+    redis_client: aioredis.Redis,
+) -> None:
+    key_id = await _key(redis_client, 137)
+    ledger = Ledger(redis_client)
+    results = await asyncio.gather(
+        *[
+            ledger.reserve(key_id, 1, idempotency_key=None, fingerprint="", request_id=str(i))
+            for i in range(500)
+        ]
+    )
+    statuses = [r.status for r in results]
+    assert statuses.count(ReserveStatus.OK) == 137
+    assert statuses.count(ReserveStatus.EXHAUSTED) == 363
+    key = await KeyStore(redis_client).get(key_id)
+    assert key is not None and key.spent == 137 and key.remaining == 0
+
+
+async def test_whole_request_is_rejected_when_it_does_not_fit(redis_client: aioredis.Redis) -> None:
+    key_id = await _key(redis_client, 10)
+    ledger = Ledger(redis_client)
+    first = await ledger.reserve(key_id, 7, idempotency_key=None, fingerprint="", request_id="a")
+    second = await ledger.reserve(key_id, 4, idempotency_key=None, fingerprint="", request_id="b")
+    assert first.status is ReserveStatus.OK and first.remaining == 3
+    assert second.status is ReserveStatus.EXHAUSTED and second.spent == 7
+
+
+async def test_idempotency_replays_once_committed(redis_client: aioredis.Redis) -> None:
+    key_id = await _key(redis_client, 10)
+    ledger = Ledger(redis_client)
+    first = await ledger.reserve(key_id, 3, idempotency_key="k1", fingerprint="f", request_id="a")
+    in_flight = await ledger.reserve(
+        key_id, 3, idempotency_key="k1", fingerprint="f", request_id="b"
+    )
+    assert first.status is ReserveStatus.OK
+    assert in_flight.status is ReserveStatus.IN_PROGRESS and in_flight.spent == 3
+    await ledger.commit(key_id, idempotency_key="k1", fingerprint="f", response_json='{"x": 1}')
+    replay = await ledger.reserve(key_id, 3, idempotency_key="k1", fingerprint="f", request_id="c")
+    assert replay.status is ReserveStatus.REPLAY and replay.stored_response == '{"x": 1}'
+    assert replay.spent == 3
+    other = await ledger.reserve(key_id, 3, idempotency_key="k1", fingerprint="g", request_id="d")
+    assert other.status is ReserveStatus.MISMATCH
+
+
+async def test_refund_gives_back_and_forgets_the_idempotency_record(
+    redis_client: aioredis.Redis,
+) -> None:
+    key_id = await _key(redis_client, 5)
+    ledger = Ledger(redis_client)
+    await ledger.reserve(key_id, 5, idempotency_key="k", fingerprint="f", request_id="a")
+    assert await ledger.refund(key_id, 5, idempotency_key="k") == 0
+    again = await ledger.reserve(key_id, 5, idempotency_key="k", fingerprint="f", request_id="b")
+    assert again.status is ReserveStatus.OK and again.spent == 5
+
+
+async def test_unknown_and_revoked_keys(redis_client: aioredis.Redis) -> None:
+    ledger = Ledger(redis_client)
+    unknown = await ledger.reserve("nope", 1, idempotency_key=None, fingerprint="", request_id="")
+    assert unknown.status is ReserveStatus.UNKNOWN
+    key_id = await _key(redis_client, 5)
+    await KeyStore(redis_client).revoke(key_id)
+    revoked = await ledger.reserve(key_id, 1, idempotency_key=None, fingerprint="", request_id="")
+    assert revoked.status is ReserveStatus.REVOKED and revoked.spent == 0
+
+
+async def test_all_keys_of_one_api_key_share_a_hash_tag(redis_client: aioredis.Redis) -> None:
+    key_id = await _key(redis_client, 5)
+    await Ledger(redis_client).reserve(
+        key_id, 1, idempotency_key="i", fingerprint="f", request_id="r"
+    )
+    names = [name async for name in redis_client.scan_iter(match=f"*{key_id}*")]
+    assert len(names) == 2 and all(f"{{{key_id}}}" in name for name in names)
+
+
+async def test_secrets_are_stored_hashed(redis_client: aioredis.Redis) -> None:
+    store = KeyStore(redis_client)
+    created = await store.create(KeyCreate(budget=1))
+    secret = created.api_key.split("_", 2)[2]
+    dump = await redis_client.hgetall(f"vs:{{{created.key_id}}}:key")
+    assert secret not in str(dump)
+    assert (await store.authenticate(created.api_key))[0] is not None
+    assert (await store.authenticate(created.api_key + "x"))[0] is None
+    assert (await store.authenticate("garbage"))[0] is None
+
+
+async def test_an_abandoned_request_is_taken_over_without_a_second_charge(
+    redis_client: aioredis.Redis,
+) -> None:
+    key_id = await _key(redis_client, 10)
+    ledger = Ledger(redis_client, abandoned_after_s=0.2)
+    first = await ledger.reserve(key_id, 4, idempotency_key="k", fingerprint="f", request_id="a")
+    assert first.status is ReserveStatus.OK
+    soon = await ledger.reserve(key_id, 4, idempotency_key="k", fingerprint="f", request_id="b")
+    assert soon.status is ReserveStatus.IN_PROGRESS
+    await asyncio.sleep(0.3)  # the first request's process "died"
+    later = await ledger.reserve(key_id, 4, idempotency_key="k", fingerprint="f", request_id="c")
+    assert later.status is ReserveStatus.TAKEOVER and later.spent == 4
+    await ledger.commit(key_id, idempotency_key="k", fingerprint="f", response_json="{}")
+    replay = await ledger.reserve(key_id, 4, idempotency_key="k", fingerprint="f", request_id="d")
+    assert replay.status is ReserveStatus.REPLAY and replay.spent == 4

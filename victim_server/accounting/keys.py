@@ -1,0 +1,191 @@
+"""API keys: created by the admin, shown once, stored as a SHA-256 of the secret."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from redis.asyncio import Redis
+
+from shared.schemas import (
+    BudgetState,
+    DefensePolicy,
+    DetectionPolicy,
+    KeyCreate,
+    KeyCreated,
+    KeyPublic,
+    OutputMode,
+)
+from victim_server.accounting import keyspace
+
+API_KEY_PREFIX = "vsk"
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A key's record as stored (never the secret)."""
+
+    key_id: str
+    name: str
+    budget: int
+    spent: int
+    output: OutputMode
+    top_k: int
+    created_at: datetime
+    revoked: bool
+    detection: DetectionPolicy
+    defenses: DefensePolicy
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.budget - self.spent)
+
+    def budget_state(self) -> BudgetState:
+        return BudgetState(
+            key_id=self.key_id, budget=self.budget, spent=self.spent, remaining=self.remaining
+        )
+
+    def public(self) -> KeyPublic:
+        return KeyPublic(
+            key_id=self.key_id,
+            name=self.name,
+            budget=self.budget,
+            spent=self.spent,
+            remaining=self.remaining,
+            output=self.output,
+            top_k=self.top_k,
+            created_at=self.created_at,
+            revoked=self.revoked,
+            detection=self.detection,
+            defenses=self.defenses,
+        )
+
+
+def hash_secret(secret: str) -> str:
+    # The secret is 256 random bits, so a fast hash is enough: there is nothing to brute-force.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def split_api_key(api_key: str) -> tuple[str, str] | None:
+    """'vsk_<key_id>_<secret>' -> (key_id, secret); None when it is not of that form."""
+    parts = api_key.split("_", 2)
+    if len(parts) != 3 or parts[0] != API_KEY_PREFIX or not parts[1] or not parts[2]:
+        return None
+    return parts[1], parts[2]
+
+
+class KeyStore:
+    """API keys in Redis: one hash per key plus an index set for listing."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    async def create(self, request: KeyCreate) -> KeyCreated:
+        for _ in range(5):
+            key_id = secrets.token_hex(6)
+            secret = secrets.token_urlsafe(32)
+            created_at = datetime.now(UTC)
+            record: dict[str, str | int] = {
+                "name": request.name,
+                "secret_sha256": hash_secret(secret),
+                "budget": request.budget,
+                "spent": 0,
+                "output": request.output.value,
+                "top_k": request.top_k,
+                "created_at": created_at.isoformat(),
+                "revoked": "0",
+                "detection": request.detection.model_dump_json(),
+                "defenses": request.defenses.model_dump_json(),
+            }
+            key = keyspace.key_record(key_id)
+            if not await self._redis.hsetnx(key, "created_at", record["created_at"]):
+                continue  # id collision: draw another
+            await self._redis.hset(key, mapping=cast(Any, record))
+            await self._redis.sadd(keyspace.KEY_INDEX, key_id)
+            stored = await self.get(key_id)
+            assert stored is not None
+            return KeyCreated(
+                **stored.public().model_dump(), api_key=f"{API_KEY_PREFIX}_{key_id}_{secret}"
+            )
+        raise RuntimeError("could not allocate a unique key id")
+
+    async def get(self, key_id: str) -> ApiKey | None:
+        raw = _text_dict(await self._redis.hgetall(keyspace.key_record(key_id)))
+        return _parse_record(key_id, raw) if raw else None
+
+    async def authenticate(self, api_key: str) -> tuple[ApiKey | None, str | None]:
+        """(record, None) for a valid secret; (None, key_id or None) otherwise."""
+        parts = split_api_key(api_key)
+        if parts is None:
+            return None, None
+        key_id, secret = parts
+        raw = _text_dict(await self._redis.hgetall(keyspace.key_record(key_id)))
+        if not raw or not hmac.compare_digest(raw.get("secret_sha256", ""), hash_secret(secret)):
+            return None, None
+        return _parse_record(key_id, raw), key_id
+
+    async def list(self) -> list[ApiKey]:
+        ids = sorted(_text(m) for m in await self._redis.smembers(keyspace.KEY_INDEX))
+        keys = [await self.get(key_id) for key_id in ids]
+        return [key for key in keys if key is not None]
+
+    async def top_up(self, key_id: str, amount: int) -> ApiKey | None:
+        key = keyspace.key_record(key_id)
+        if not await self._redis.exists(key):
+            return None
+        await self._redis.hincrby(key, "budget", amount)
+        return await self.get(key_id)
+
+    async def revoke(self, key_id: str) -> ApiKey | None:
+        key = keyspace.key_record(key_id)
+        if not await self._redis.exists(key):
+            return None
+        await self._redis.hset(key, "revoked", "1")
+        return await self.get(key_id)
+
+    async def set_policies(
+        self,
+        key_id: str,
+        *,
+        detection: DetectionPolicy | None = None,
+        defenses: DefensePolicy | None = None,
+    ) -> ApiKey | None:
+        key = keyspace.key_record(key_id)
+        if not await self._redis.exists(key):
+            return None
+        mapping: dict[str, str] = {}
+        if detection is not None:
+            mapping["detection"] = detection.model_dump_json()
+        if defenses is not None:
+            mapping["defenses"] = defenses.model_dump_json()
+        if mapping:
+            await self._redis.hset(key, mapping=cast(Any, mapping))
+        return await self.get(key_id)
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _text_dict(raw: dict[Any, Any]) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in raw.items()}
+
+
+def _parse_record(key_id: str, raw: dict[str, str]) -> ApiKey:
+    return ApiKey(
+        key_id=key_id,
+        name=raw.get("name", ""),
+        budget=int(raw.get("budget", 0)),
+        spent=int(raw.get("spent", 0)),
+        output=OutputMode(raw.get("output", OutputMode.PROBS.value)),
+        top_k=int(raw.get("top_k", 5)),
+        created_at=datetime.fromisoformat(raw["created_at"]),
+        revoked=raw.get("revoked") == "1",
+        detection=DetectionPolicy.model_validate(json.loads(raw.get("detection", "{}"))),
+        defenses=DefensePolicy.model_validate(json.loads(raw.get("defenses", "{}"))),
+    )

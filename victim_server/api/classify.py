@@ -1,0 +1,207 @@
+"""POST /v1/classify: decode, charge, batch, answer. Bad input is never charged."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import Response
+
+from shared.codec import ClipDecodeError, ClipLimits
+from shared.problems import ProblemType, VidStealProblem, problem_from_clip_error
+from shared.schemas import BudgetState, ClassifyResponse, OutputMode
+from victim_server.accounting.keys import ApiKey
+from victim_server.accounting.ledger import Reservation, ReserveStatus
+from victim_server.api.clip_body import BodyLimits, decode_body, read_body
+from victim_server.api.deps import ApiKeyDep, ServicesDep
+from victim_server.api.problems import problem
+from victim_server.inference.batcher import Overloaded
+from victim_server.policy.outputs import build_results, softmax
+from victim_server.services import Services
+
+router = APIRouter(prefix="/v1", tags=["classify"])
+
+_BODY_DOC = {
+    "requestBody": {
+        "required": True,
+        "description": "A batch of uint8 clips (N, T, H, W, 3); any T/H/W is resampled.",
+        "content": {
+            "application/x-npy": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "shape": {"type": "array", "items": {"type": "integer"}},
+                        "dtype": {"type": "string", "enum": ["uint8"]},
+                        "data": {"type": "string", "description": "base64 of C-order bytes"},
+                        "clips": {"type": "array", "description": "nested lists of 0..255"},
+                    },
+                }
+            },
+            "video/mp4": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "file": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                    },
+                }
+            },
+        },
+    }
+}
+
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+
+
+@router.post(
+    "/classify",
+    response_model=ClassifyResponse,
+    response_model_exclude_none=True,
+    openapi_extra=_BODY_DOC,
+    responses={400: {}, 401: {}, 403: {}, 413: {}, 415: {}, 422: {}, 429: {}, 503: {}},
+)
+async def classify(
+    request: Request, key: ApiKeyDep, services: ServicesDep, idempotency_key: IdempotencyKey = None
+) -> Response:
+    """Classify a batch of clips; one clip is one query against this key's budget."""
+    metrics = services.metrics
+    request_id = uuid.uuid4().hex
+    clips = await _decode(request, key, services)
+    n = int(clips.shape[0])
+    fingerprint = _fingerprint(clips) if idempotency_key else ""
+    reservation = await services.ledger.reserve(
+        key.key_id,
+        n,
+        idempotency_key=idempotency_key,
+        fingerprint=fingerprint,
+        request_id=request_id,
+    )
+    metrics.budget_remaining.labels(key.key_id).set(reservation.remaining)
+    if reservation.status not in (ReserveStatus.OK, ReserveStatus.TAKEOVER):
+        return _not_reserved(reservation, key, n, services)
+    try:
+        output = await services.batcher.submit(clips)
+    except BaseException as exc:
+        spent = await asyncio.shield(
+            services.ledger.refund(key.key_id, n, idempotency_key=idempotency_key)
+        )
+        metrics.budget_remaining.labels(key.key_id).set(max(0, reservation.budget - spent))
+        if isinstance(exc, Overloaded):
+            metrics.queries.labels(key.key_id, "overloaded").inc(n)
+            raise problem(
+                ProblemType.OVERLOADED,
+                "the inference queue is full; nothing was charged",
+                headers={"Retry-After": str(int(np.ceil(exc.retry_after_s)))},
+                retry_after=exc.retry_after_s,
+            ) from None
+        if isinstance(exc, Exception):
+            metrics.queries.labels(key.key_id, "error").inc(n)
+            raise problem(
+                ProblemType.INFERENCE_FAILED,
+                f"inference failed ({type(exc).__name__}); nothing was charged",
+            ) from exc
+        raise  # cancellation: refunded above, propagate
+    config = services.model_config
+    logits = output.logits
+    response = ClassifyResponse(
+        model=config.model_tag,
+        output=key.output,
+        top_k=key.top_k if key.output is OutputMode.TOPK else None,
+        results=build_results(
+            mode=key.output,
+            logits=logits,
+            probs=softmax(logits),
+            labels=config.labels,
+            top_k=key.top_k,
+        ),
+        budget=_budget_after(key, reservation),
+        request_id=request_id,
+    )
+    body = response.model_dump_json(exclude_none=True)
+    if idempotency_key:
+        await services.ledger.commit(
+            key.key_id,
+            idempotency_key=idempotency_key,
+            fingerprint=fingerprint,
+            response_json=body,
+        )
+    metrics.queries.labels(key.key_id, "accepted").inc(n)
+    return Response(content=body, media_type="application/json")
+
+
+async def _decode(request: Request, key: ApiKey, services: Services) -> np.ndarray:
+    settings = services.settings
+    limits = BodyLimits(
+        max_body_bytes=settings.max_body_bytes,
+        clips=ClipLimits(max_clips=settings.max_clips_per_request),
+        model_frames=services.model_config.input.frames,
+        max_video_frames=settings.max_video_frames,
+        max_video_pixels=settings.max_video_pixels,
+    )
+    try:
+        body = await read_body(request, settings.max_body_bytes)
+        services.metrics.received_bytes.inc(len(body))
+        return await decode_body(body, request.headers, limits)
+    except ClipDecodeError as exc:
+        services.metrics.queries.labels(key.key_id, "invalid").inc()
+        raise VidStealProblem(problem_from_clip_error(exc)) from None
+
+
+def _fingerprint(clips: np.ndarray) -> str:
+    """Identifies the request's content for Idempotency-Key reuse checks."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(repr(clips.shape).encode())
+    digest.update(np.ascontiguousarray(clips).data)
+    return digest.hexdigest()
+
+
+def _budget_after(key: ApiKey, reservation: Reservation) -> BudgetState:
+    return BudgetState(
+        key_id=key.key_id,
+        budget=reservation.budget,
+        spent=reservation.spent,
+        remaining=reservation.remaining,
+    )
+
+
+def _not_reserved(reservation: Reservation, key: ApiKey, n: int, services: Services) -> Response:
+    metrics = services.metrics
+    status = reservation.status
+    budget = _budget_after(key, reservation)
+    if status is ReserveStatus.REPLAY and reservation.stored_response is not None:
+        metrics.queries.labels(key.key_id, "replayed").inc(n)
+        stored = json.loads(reservation.stored_response)
+        stored["replayed"] = True
+        return Response(
+            content=json.dumps(stored),
+            media_type="application/json",
+            headers={"Idempotent-Replayed": "true"},
+        )
+    if status is ReserveStatus.EXHAUSTED:
+        metrics.queries.labels(key.key_id, "budget_exhausted").inc(n)
+        raise problem(
+            ProblemType.BUDGET_EXHAUSTED,
+            f"{n} clip(s) asked for, {reservation.remaining} left of {reservation.budget}",
+            budget=budget.model_dump(),
+        )
+    if status is ReserveStatus.REVOKED:
+        metrics.queries.labels(key.key_id, "revoked").inc(n)
+        raise problem(ProblemType.KEY_REVOKED, f"key {key.key_id} has been revoked")
+    if status is ReserveStatus.UNKNOWN:
+        raise problem(ProblemType.UNAUTHORIZED, "unknown API key")
+    if status is ReserveStatus.IN_PROGRESS:
+        raise problem(
+            ProblemType.CONFLICT,
+            "a request with this Idempotency-Key is in progress",
+            headers={"Retry-After": "1"},
+        )
+    raise problem(
+        ProblemType.VALIDATION_ERROR, "this Idempotency-Key was used with a different request body"
+    )

@@ -1,0 +1,64 @@
+"""Request dependencies as named aliases, so handlers read like sentences."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from shared.problems import ProblemType
+from victim_server.accounting.keys import ApiKey
+from victim_server.api.problems import problem
+from victim_server.services import Services
+
+_bearer = HTTPBearer(auto_error=False, description="API key, or the admin token on /admin")
+_BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+async def get_api_key(
+    request: Request, services: ServicesDep, credentials: CredentialsDep
+) -> ApiKey:
+    if credentials is None or not credentials.credentials:
+        services.metrics.queries.labels("-", "unauthorized").inc()
+        raise problem(
+            ProblemType.UNAUTHORIZED,
+            "send 'Authorization: Bearer <api key>'",
+            headers=_BEARER_CHALLENGE,
+        )
+    key, _ = await services.keys.authenticate(credentials.credentials)
+    if key is None:
+        services.metrics.queries.labels("-", "unauthorized").inc()
+        raise problem(ProblemType.UNAUTHORIZED, "unknown API key", headers=_BEARER_CHALLENGE)
+    if key.revoked:
+        services.metrics.queries.labels(key.key_id, "revoked").inc()
+        raise problem(ProblemType.KEY_REVOKED, f"key {key.key_id} has been revoked")
+    request.state.key_id = key.key_id
+    return key
+
+
+ApiKeyDep = Annotated[ApiKey, Depends(get_api_key)]
+
+
+async def require_admin(services: ServicesDep, credentials: CredentialsDep) -> None:
+    expected = services.settings.admin_token.get_secret_value()
+    given = credentials.credentials if credentials is not None else ""
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        raise problem(
+            ProblemType.ADMIN_UNAUTHORIZED,
+            "admin routes need the admin token",
+            headers=_BEARER_CHALLENGE,
+        )
+
+
+AdminDep = Depends(require_admin)

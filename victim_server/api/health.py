@@ -1,0 +1,35 @@
+"""Liveness, readiness and the Prometheus scrape endpoint."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from shared.problems import ProblemType
+from victim_server.api.deps import ServicesDep
+from victim_server.api.problems import problem
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(services: ServicesDep) -> dict[str, str]:
+    """The model is loaded and its thread runs, and Redis answers."""
+    if not services.batcher.running:
+        raise problem(
+            ProblemType.OVERLOADED, "model thread not running", headers={"Retry-After": "1"}
+        )
+    await services.redis.ping()
+    return {"status": "ready", "model": services.model_config.model_tag}
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(services: ServicesDep) -> Response:
+    body, content_type = services.metrics.exposition()
+    return Response(content=body, media_type=content_type)

@@ -1,0 +1,128 @@
+"""``create_app(settings)``: assembles the victim API. Nothing is built at import time."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import torch
+from fastapi import FastAPI
+from redis.asyncio import Redis
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from torch import nn
+
+from victim_server.accounting.connection import connect_redis
+from victim_server.accounting.keys import KeyStore
+from victim_server.accounting.ledger import Ledger
+from victim_server.api import admin, classify, client, health
+from victim_server.api.problems import install_problem_handlers
+from victim_server.inference.batcher import MicroBatcher
+from victim_server.inference.runner import ModelRunner, resolve_device
+from victim_server.metrics import VictimMetrics
+from victim_server.models import create_model, model_config
+from victim_server.services import Services
+from victim_server.settings import Settings
+
+log = logging.getLogger("vidsteal.victim")
+
+
+def build_model(settings: Settings) -> nn.Module:
+    return create_model(
+        settings.model,
+        weights=settings.weights,
+        labels=settings.labels,
+        input_spec=settings.input_spec,
+    )
+
+
+def create_app(
+    settings: Settings, *, redis: Redis | None = None, model: nn.Module | None = None
+) -> FastAPI:
+    """The victim app. ``redis`` and ``model`` may be injected (tests); otherwise the lifespan
+    connects to ``settings.redis_url`` and loads ``settings.model`` from local files."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        torch.set_num_threads(settings.threads or os.cpu_count() or 1)
+        net = model if model is not None else build_model(settings)
+        runner = ModelRunner(net, model_config(net), resolve_device(settings.device))
+        metrics = VictimMetrics()
+
+        def observe(clips: int, seconds: float) -> None:
+            metrics.batch_clips.observe(clips)
+            metrics.inference_seconds.observe(seconds)
+
+        batcher = MicroBatcher(
+            runner,
+            max_batch_clips=settings.max_batch_clips,
+            max_wait_s=settings.max_wait_ms / 1000,
+            max_queue_clips=settings.max_queue_clips,
+            observe=observe,
+        )
+        store = redis or connect_redis(settings.redis_url, timeout_s=settings.redis_timeout_s)
+        app.state.services = Services(
+            settings=settings,
+            redis=store,
+            keys=KeyStore(store),
+            ledger=Ledger(
+                store,
+                idempotency_ttl_s=settings.idempotency_ttl_s,
+                abandoned_after_s=settings.abandoned_after_s,
+            ),
+            runner=runner,
+            batcher=batcher,
+            metrics=metrics,
+        )
+        batcher.start()
+        log.info("serving %s on %s", runner.config.model_tag, runner.device)
+        try:
+            yield
+        finally:
+            batcher.stop()
+            if redis is None:
+                await store.aclose()
+
+    app = FastAPI(
+        title="VidSteal victim",
+        version="0.1.0",
+        summary="A budgeted, measured video classification API (the extraction target).",
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    for router in (classify.router, client.router, admin.router, health.router):
+        app.include_router(router)
+    app.add_middleware(RequestMetricsMiddleware)
+    return app
+
+
+class RequestMetricsMiddleware:
+    """Counts requests by route template and status (pure ASGI: cheap on the hot path)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        started = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            services: Services | None = getattr(scope["app"].state, "services", None)
+            if services is not None:
+                services.metrics.requests.labels(path, str(status)).inc()
+                services.metrics.request_seconds.labels(path).observe(time.perf_counter() - started)

@@ -1,0 +1,163 @@
+"""``python -m victim_server``: train the embedded victim, evaluate a model, serve the API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from victim_server.models.embedded import EMBEDDED_ALIAS, EMBEDDED_DIR
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+@app.command("train-embedded")
+def train_embedded_command(
+    out: Annotated[Path, typer.Option(help="Directory for weights and training record.")] = (
+        EMBEDDED_DIR
+    ),
+    architecture: Annotated[str, typer.Option(help="Registry architecture to train.")] = (
+        "swin3d_micro"
+    ),
+    seed: Annotated[int, typer.Option(help="SynthActions seed of the training stream.")] = 0,
+    steps: Annotated[int, typer.Option(help="Optimiser steps (64 fresh clips each).")] = 3200,
+    minutes: Annotated[float, typer.Option(help="Wall-clock limit; the schedule fits it.")] = 27,
+    threads: Annotated[int, typer.Option(help="Torch threads (0: all cores).")] = 0,
+) -> None:
+    """Train the embedded victim on SynthActions and write safetensors + training record."""
+    from victim_server.models.train_embedded import TrainConfig, train_embedded
+
+    config = TrainConfig(
+        architecture=architecture,
+        seed=seed,
+        steps=steps,
+        time_limit_s=minutes * 60,
+        threads=threads,
+    )
+    record = train_embedded(config, out)
+    typer.echo(json.dumps({k: record[k] for k in ("model", "train_seconds", "held_out")}))
+
+
+@app.command("evaluate")
+def evaluate_command(
+    model: Annotated[str, typer.Option(help="Registry name, 'arch.tag' or 'embedded'.")] = (
+        EMBEDDED_ALIAS
+    ),
+    weights: Annotated[Path | None, typer.Option(help="Local weights file.")] = None,
+    seed: Annotated[int, typer.Option(help="SynthActions seed of the fresh clips.")] = 12345,
+    n: Annotated[int, typer.Option(min=1, help="Number of clips.")] = 1000,
+    threads: Annotated[int, typer.Option(help="Torch threads (0: all cores).")] = 0,
+) -> None:
+    """Print JSON with the model's top-1 accuracy on N fresh SynthActions clips of seed S."""
+    import time
+
+    import torch
+
+    from shared.synthactions import SynthActions
+    from victim_server.models import WeightsError, create_model, model_config
+    from victim_server.models.train_embedded import evaluate_accuracy
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        net = create_model(model, weights=weights)
+    except (WeightsError, KeyError) as exc:
+        _fail(str(exc.args[0] if exc.args else exc))
+        return
+    config = model_config(net)
+    spec = config.input
+    data = SynthActions(seed=seed, frames=spec.frames, height=spec.height, width=spec.width)
+    started = time.perf_counter()
+    accuracy = evaluate_accuracy(net, data, count=n)
+    seconds = time.perf_counter() - started
+    typer.echo(
+        json.dumps(
+            {
+                "model": config.model_tag,
+                "seed": seed,
+                "n": n,
+                "top1": round(accuracy, 4),
+                "clip_shape": list(spec.clip_shape),
+                "seconds": round(seconds, 2),
+                "ms_per_clip": round(1000 * seconds / n, 3),
+            }
+        )
+    )
+
+
+@app.command("serve")
+def serve_command(
+    host: Annotated[str | None, typer.Option(help="Bind address [VIDSTEAL_HOST].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [VIDSTEAL_PORT].")] = None,
+    redis_url: Annotated[str | None, typer.Option(help="Redis URL [VIDSTEAL_REDIS_URL].")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name [VIDSTEAL_MODEL].")] = None,
+    weights: Annotated[Path | None, typer.Option(help="Weights file [VIDSTEAL_WEIGHTS].")] = None,
+    labels: Annotated[Path | None, typer.Option(help="Labels file [VIDSTEAL_LABELS].")] = None,
+    input_spec: Annotated[
+        str | None, typer.Option(help="BYO model input: 'TxHxW' or JSON [VIDSTEAL_INPUT_SPEC].")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto|cpu|cuda [VIDSTEAL_DEVICE].")] = None,
+    threads: Annotated[int | None, typer.Option(help="Torch threads [VIDSTEAL_THREADS].")] = None,
+    max_batch_clips: Annotated[
+        int | None, typer.Option(help="Micro-batch size [VIDSTEAL_MAX_BATCH_CLIPS].")
+    ] = None,
+    max_wait_ms: Annotated[
+        float | None, typer.Option(help="Micro-batch wait [VIDSTEAL_MAX_WAIT_MS].")
+    ] = None,
+    max_queue_clips: Annotated[
+        int | None, typer.Option(help="Queue bound [VIDSTEAL_MAX_QUEUE_CLIPS].")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the victim API. VIDSTEAL_ADMIN_TOKEN must be set to a non-default secret."""
+    import os
+    import tempfile
+
+    import uvicorn
+    from pydantic import ValidationError
+
+    from victim_server.settings import Settings
+
+    flags = {
+        "HOST": host,
+        "PORT": port,
+        "REDIS_URL": redis_url,
+        "MODEL": model,
+        "WEIGHTS": weights,
+        "LABELS": labels,
+        "INPUT_SPEC": input_spec,
+        "DEVICE": device,
+        "THREADS": threads,
+        "MAX_BATCH_CLIPS": max_batch_clips,
+        "MAX_WAIT_MS": max_wait_ms,
+        "MAX_QUEUE_CLIPS": max_queue_clips,
+    }
+    for name, value in flags.items():
+        if value is not None:
+            os.environ[f"VIDSTEAL_{name}"] = str(value)
+    try:
+        settings = Settings()  # type: ignore[call-arg]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        _fail(f"{where}: {first['msg']}")
+        return
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Several processes share one set of metric files, aggregated on /metrics.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="vidsteal-metrics-")
+    uvicorn.run(
+        "victim_server.asgi:app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=workers,
+        log_level=log_level,
+    )

@@ -1,0 +1,154 @@
+"""Micro-batching: many concurrent requests, one model thread, one forward per batch.
+
+Requests wait at most ``max_wait_s`` for company; a batch closes at ``max_batch_clips``. The
+queue is bounded in clips; past it, callers get :class:`Overloaded` (the API answers 503 +
+Retry-After).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import numpy as np
+
+Output = TypeVar("Output")
+BatchFn = Callable[[list[np.ndarray]], list[Output]]
+
+
+class Overloaded(Exception):
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(f"inference queue full; retry after {retry_after_s:.1f}s")
+        self.retry_after_s = retry_after_s
+
+
+class BatcherStopped(Exception):
+    pass
+
+
+@dataclass
+class _Job(Generic[Output]):
+    clips: np.ndarray
+    future: asyncio.Future[Output]
+    loop: asyncio.AbstractEventLoop
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+BatchObserver = Callable[[int, float], None]  # (clips in batch, forward seconds)
+
+
+class MicroBatcher(Generic[Output]):
+    def __init__(
+        self,
+        run_batch: BatchFn[Output],
+        *,
+        max_batch_clips: int,
+        max_wait_s: float,
+        max_queue_clips: int,
+        observe: BatchObserver | None = None,
+    ) -> None:
+        self._run_batch = run_batch
+        self._max_batch = max_batch_clips
+        self._max_wait = max_wait_s
+        self._max_queue = max_queue_clips
+        self._observe = observe
+        self._jobs: queue.Queue[_Job[Output] | None] = queue.Queue()
+        self._queued_clips = 0
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._seconds_per_clip = 0.01  # running estimate, for Retry-After
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="model", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join(timeout)
+            self._thread = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def queued_clips(self) -> int:
+        return self._queued_clips
+
+    async def submit(self, clips: np.ndarray) -> Output:
+        if self._thread is None:
+            raise BatcherStopped("the model thread is not running")
+        n = int(clips.shape[0])
+        with self._lock:
+            if self._queued_clips + n > self._max_queue and self._queued_clips > 0:
+                raise Overloaded(max(1.0, self._queued_clips * self._seconds_per_clip))
+            self._queued_clips += n
+        loop = asyncio.get_running_loop()
+        job: _Job[Output] = _Job(clips=clips, future=loop.create_future(), loop=loop)
+        self._jobs.put(job)
+        return await job.future
+
+    def _loop(self) -> None:
+        pending: _Job[Output] | None = None
+        while True:
+            first = pending or self._jobs.get()
+            pending = None
+            if first is None:
+                return
+            batch = [first]
+            clips = first.clips.shape[0]
+            deadline = time.perf_counter() + self._max_wait
+            while clips < self._max_batch:
+                wait = deadline - time.perf_counter()
+                try:
+                    job = self._jobs.get(timeout=wait) if wait > 0 else self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    self._jobs.put(None)  # stop after this batch
+                    break
+                if clips + job.clips.shape[0] > self._max_batch:
+                    pending = job  # opens the next batch
+                    break
+                batch.append(job)
+                clips += job.clips.shape[0]
+            self._run(batch, clips)
+
+    def _run(self, batch: list[_Job[Output]], clips: int) -> None:
+        started = time.perf_counter()
+        try:
+            outputs = self._run_batch([job.clips for job in batch])
+            error: BaseException | None = None
+        except Exception as exc:  # delivered to every waiting request; the thread lives on
+            outputs, error = [], exc
+        seconds = time.perf_counter() - started
+        with self._lock:
+            self._queued_clips -= clips
+        self._seconds_per_clip = 0.8 * self._seconds_per_clip + 0.2 * seconds / max(1, clips)
+        if self._observe is not None:
+            with contextlib.suppress(Exception):
+                self._observe(clips, seconds)
+        for index, job in enumerate(batch):
+            if error is None:
+                job.loop.call_soon_threadsafe(_resolve, job.future, outputs[index], None)
+            else:
+                job.loop.call_soon_threadsafe(_resolve, job.future, None, error)
+
+
+def _resolve(
+    future: asyncio.Future[Output], value: Output | None, error: BaseException | None
+) -> None:
+    if future.done():  # the request was cancelled (client went away)
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)  # type: ignore[arg-type]

@@ -1,0 +1,52 @@
+"""The model side of serving: preprocess a micro-batch and run one forward pass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from victim_server.inference.preprocess import preprocess
+from victim_server.models.config import ModelConfig
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for but CUDA is not available")
+    return torch.device(name)
+
+
+@dataclass(frozen=True)
+class BatchOutput:
+    logits: np.ndarray  # (N, C) float32
+
+
+class ModelRunner:
+    """Owns the model; called only from the batcher's model thread."""
+
+    def __init__(self, model: nn.Module, config: ModelConfig, device: torch.device) -> None:
+        self.config = config
+        self.device = device
+        self.model = model.to(device).eval()
+        self._autocast = device.type == "cuda"
+        if device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last_3d)
+
+    @torch.inference_mode()
+    def __call__(self, requests: list[np.ndarray]) -> list[BatchOutput]:
+        """Each element is one request's uint8 (N, T, H, W, 3); returns one output per request."""
+        inputs = [preprocess(clips, self.config.input, device=self.device) for clips in requests]
+        x = inputs[0] if len(inputs) == 1 else torch.cat(inputs)
+        with torch.autocast(self.device.type, enabled=self._autocast):
+            logits = self.model(x).float().cpu().numpy()
+        outputs: list[BatchOutput] = []
+        start = 0
+        for clips in requests:
+            n = clips.shape[0]
+            outputs.append(BatchOutput(logits=logits[start : start + n]))
+            start += n
+        return outputs

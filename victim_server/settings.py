@@ -1,0 +1,56 @@
+"""Victim settings: ``VIDSTEAL_*`` environment variables or CLI flags, validated once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Tokens a careless deployment would keep; the server refuses to start with them.
+_INSECURE_TOKENS = {"", "admin", "changeme", "change-me", "secret", "password", "token", "test"}
+MIN_ADMIN_TOKEN_LENGTH = 16
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VIDSTEAL_", extra="ignore")
+
+    admin_token: SecretStr
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    model: str = "embedded"
+    weights: Path | None = None
+    labels: Path | None = None
+    input_spec: str | None = Field(
+        default=None, description="For bring-your-own models: 'TxHxW' or a JSON InputSpec file."
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = Field(default=0, ge=0, description="torch threads; 0: all cores")
+
+    max_batch_clips: int = Field(default=64, ge=1)
+    max_wait_ms: float = Field(default=4.0, ge=0.0)
+    max_queue_clips: int = Field(default=1024, ge=1)
+    max_clips_per_request: int = Field(default=256, ge=1)
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    max_video_frames: int = Field(default=2048, ge=1)
+    max_video_pixels: int = Field(default=1920 * 1080, ge=64)
+    idempotency_ttl_s: int = Field(default=24 * 3600, ge=60)
+    # A request charged but unfinished for this long is treated as abandoned (its process died):
+    # a retry with the same Idempotency-Key inherits the charge instead of waiting forever.
+    abandoned_after_s: float = Field(default=30.0, gt=0)
+    redis_timeout_s: float = Field(default=2.0, gt=0)
+    throttle_retry_after_s: float = Field(default=30.0, gt=0)
+
+    @field_validator("admin_token")
+    @classmethod
+    def _refuse_insecure_token(cls, value: SecretStr) -> SecretStr:
+        token = value.get_secret_value()
+        if token.strip().lower() in _INSECURE_TOKENS or len(token) < MIN_ADMIN_TOKEN_LENGTH:
+            raise ValueError(
+                f"VIDSTEAL_ADMIN_TOKEN must be a non-default secret of at least "
+                f"{MIN_ADMIN_TOKEN_LENGTH} characters (e.g. `openssl rand -hex 24`)"
+            )
+        return value
