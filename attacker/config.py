@@ -125,15 +125,16 @@ def load_config(path: Path, overrides: dict[str, Any] | None = None) -> AttackCo
         raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping at the top level")
-    data = _expand_env(raw)
+    # Overrides first, so a value given on the command line needs no ${ENV} to be set.
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
-        target = data
+        target = raw
         *parents, leaf = dotted.split(".")
         for part in parents:
             target = target.setdefault(part, {})
         target[leaf] = value
+    data = _expand_env(raw)
     return validate_config(data, source=str(path))
 
 

@@ -40,6 +40,17 @@ class RunHooks:
     on_retry: Callable[[str], None] | None = None
 
 
+class _RetryCounter:
+    def __init__(self, forward: Callable[[str], None] | None) -> None:
+        self.count = 0
+        self._forward = forward
+
+    def __call__(self, reason: str) -> None:
+        self.count += 1
+        if self._forward is not None:
+            self._forward(reason)
+
+
 def _identity(url: str, info: ModelInfo) -> str:
     return victim_identity(url, info.model, info.output.value, info.top_k)
 
@@ -58,6 +69,7 @@ async def run_attack(
     provenance = write_provenance(run_dir, config)
     store = redis or aioredis.Redis.from_url(config.redis_url, decode_responses=True)
     retry = RetryPolicy(max_attempts=config.query.max_attempts)
+    retries = _RetryCounter(hooks.on_retry)
     try:
         async with VictimClient(
             config.victim.url,
@@ -66,13 +78,14 @@ async def run_attack(
             retry=retry,
             timeout_s=config.victim.timeout_s,
             compression=config.victim.compression,
-            on_retry=hooks.on_retry,
+            on_retry=retries,
             seed=config.seed,
         ) as client:
             _phase(hooks, "collect")
             info = await client.model_info()
             shape = ClipShape(info.input.frames, info.input.height, info.input.width)
             collect = await _collect(config, client, info, shape, store, hooks, show_progress)
+            collect.retries = retries.count
             _phase(hooks, "eval-set")
             eval_set, eval_info = await _label_eval_set(
                 config, info, shape, store, transport, show_progress

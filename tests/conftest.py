@@ -81,11 +81,16 @@ def _quiet_threads() -> None:
 
 
 @pytest.fixture
-async def victim_app(redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    """The victim app in process (ASGI transport, real lifespan, real Redis)."""
+async def victim_transport(redis_url: str) -> AsyncIterator[httpx.ASGITransport]:
+    """The victim app in process (real lifespan, real Redis), reachable through this transport
+    at any base URL (tests use http://victim)."""
     settings = Settings(admin_token=ADMIN_TOKEN, redis_url=redis_url, threads=1)  # type: ignore[arg-type]
     app = create_app(settings)
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://victim") as client:
-            yield client
+        yield httpx.ASGITransport(app=app)
+
+
+@pytest.fixture
+async def victim_app(victim_transport: httpx.ASGITransport) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=victim_transport, base_url="http://victim") as client:
+        yield client

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     max_queue_clips: int = Field(default=1024, ge=1)
     max_clips_per_request: int = Field(default=256, ge=1)
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # Clips after decompression; a compressed body that would expand past this is a bomb.
+    max_decoded_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
     max_video_frames: int = Field(default=2048, ge=1)
     max_video_pixels: int = Field(default=1920 * 1080, ge=64)
     idempotency_ttl_s: int = Field(default=24 * 3600, ge=60)

@@ -172,9 +172,16 @@ def _bad_bodies() -> list[tuple[str, bytes, dict[str, str], int, str]]:
             "unsupported-media-type",
         ),
         (
-            "decompression bomb",
+            "gzip bomb",
             bomb,
             {"Content-Type": NPY_CONTENT_TYPE, "Content-Encoding": "gzip"},
+            413,
+            "payload-too-large",
+        ),
+        (
+            "zstd bomb",
+            compress(b"\0" * (70 * 1024 * 1024), "zstd"),
+            {"Content-Type": NPY_CONTENT_TYPE, "Content-Encoding": "zstd"},
             413,
             "payload-too-large",
         ),
@@ -193,7 +200,10 @@ def small_limit_victim(redis_url: str, tmp_path: Path) -> Any:
     victim = start_victim(
         redis_url,
         tmp_path / "victim.log",
-        extra_env={"VIDSTEAL_MAX_BODY_BYTES": str(2 * 1024 * 1024)},
+        extra_env={
+            "VIDSTEAL_MAX_BODY_BYTES": str(2 * 1024 * 1024),
+            "VIDSTEAL_MAX_DECODED_BYTES": str(16 * 1024 * 1024),
+        },
     )
     try:
         yield victim

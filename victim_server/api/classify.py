@@ -140,7 +140,10 @@ async def _decode(request: Request, key: ApiKey, services: Services) -> np.ndarr
     settings = services.settings
     limits = BodyLimits(
         max_body_bytes=settings.max_body_bytes,
-        clips=ClipLimits(max_clips=settings.max_clips_per_request),
+        clips=ClipLimits(
+            max_clips=settings.max_clips_per_request,
+            max_decoded_bytes=settings.max_decoded_bytes,
+        ),
         model_frames=services.model_config.input.frames,
         max_video_frames=settings.max_video_frames,
         max_video_pixels=settings.max_video_pixels,

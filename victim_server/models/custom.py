@@ -51,6 +51,11 @@ class ExternalVideoModel(nn.Module):
         self.num_classes = num_classes
         self.num_features = 0
 
+    def train(self, mode: bool = True) -> ExternalVideoModel:
+        # Exported programs refuse train()/eval(); a served program has one mode anyway.
+        self.training = mode
+        return self
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.program(x)
         if isinstance(logits, tuple | list):

@@ -94,8 +94,26 @@ def load_into(model: nn.Module, state: Mapping[str, torch.Tensor], *, source: st
         if tuple(state[key].shape) != tuple(expected[key].shape)
     ]
     if missing or unexpected or shape_errors:
-        raise WeightsError(_mismatch_message(source, missing, unexpected, shape_errors))
+        message = _mismatch_message(source, missing, unexpected, shape_errors)
+        classes = _class_count_hint(state, expected)
+        raise WeightsError(f"{classes} | {message}" if classes else message)
     model.load_state_dict(dict(state), strict=True)
+
+
+_HEAD_NAMES = ("head", "classifier", "fc")
+
+
+def _class_count_hint(
+    state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]
+) -> str | None:
+    """'checkpoint has 600 classes, the model 400' when the classifier's output size differs."""
+    for key in sorted(set(state) & set(expected)):
+        leaf = key.rsplit(".", 1)[-1]
+        if leaf == "weight" and any(part in key.split(".") for part in _HEAD_NAMES):
+            got, want = state[key].shape, expected[key].shape
+            if got[:1] != want[:1] and got[1:] == want[1:]:
+                return f"checkpoint has {got[0]} classes, the model was built for {want[0]}"
+    return None
 
 
 def _mismatch_message(

@@ -1,0 +1,212 @@
+"""Spending the budget against the real victim app (in process) and real Redis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import redis.asyncio as aioredis
+
+from attacker.client import ResponseCache, RetryPolicy, VictimClient
+from attacker.collect import Collector
+from attacker.data import TransferManifest, TransferSet, TransferSetWriter
+from attacker.sources import ClipShape, build_source
+from helpers.victim import budget_of, create_key
+from shared.hashing import victim_identity
+from shared.problems import PROBLEM_CONTENT_TYPE, ProblemType, make_problem
+from shared.video import encode_mp4
+from shared.synthactions import SynthActions
+
+SHAPE = ClipShape(16, 32, 32)
+
+
+async def _collect(
+    transport: httpx.AsyncBaseTransport,
+    redis: aioredis.Redis,
+    api_key: str,
+    root: Path,
+    *,
+    target: int,
+    allowance: int | None = None,
+    source: dict[str, Any] | None = None,
+    batch: int = 16,
+    sleeps: list[float] | None = None,
+) -> tuple[Any, TransferSet]:
+    async def no_sleep(seconds: float) -> None:
+        if sleeps is not None:
+            sleeps.append(seconds)
+
+    async with VictimClient(
+        "http://victim",
+        api_key,
+        transport=transport,
+        sleep=no_sleep,
+        retry=RetryPolicy(max_attempts=6),
+    ) as client:
+        info = await client.model_info()
+        identity = victim_identity("http://victim", info.model, info.output.value, info.top_k)
+        manifest = TransferManifest(
+            victim={"identity": identity},
+            output=info.output.value,
+            labels=info.labels,
+            clip_shape=[16, 32, 32, 3],
+        )
+        with TransferSetWriter(root, manifest) as writer:
+            collector = Collector(
+                client=client,
+                cache=ResponseCache(redis, identity),
+                writer=writer,
+                target_clips=target,
+                paid_allowance=target if allowance is None else allowance,
+                batch_clips=batch,
+                concurrency=3,
+            )
+            config = source or {"kind": "noise"}
+            stats = await collector.run(iter(build_source(config, shape=SHAPE, seed=0)))
+    return stats, TransferSet(root)
+
+
+async def test_spends_exactly_the_budget_and_a_rerun_pays_nothing(
+    victim_transport: httpx.ASGITransport,
+    victim_app: httpx.AsyncClient,
+    redis_client: aioredis.Redis,
+    tmp_path: Path,
+) -> None:
+    key = await create_key(victim_app, budget=1000)
+    stats, transfer = await _collect(
+        victim_transport, redis_client, key["api_key"], tmp_path / "a", target=101
+    )
+    assert stats.paid == 101 and stats.clips == 101 and len(transfer) == 101
+    assert (await budget_of(victim_app, key["api_key"]))["spent"] == 101
+    again, second = await _collect(
+        victim_transport, redis_client, key["api_key"], tmp_path / "b", target=101
+    )
+    assert again.paid == 0 and again.cache_hits == 101 and again.requests == 0
+    assert (await budget_of(victim_app, key["api_key"]))["spent"] == 101
+    assert [r.clip_hash for r in second.records] == [r.clip_hash for r in transfer.records]
+    assert [r.result for r in second.records] == [r.result for r in transfer.records]
+
+
+async def test_never_one_query_over_the_allowance(
+    victim_transport: httpx.ASGITransport,
+    victim_app: httpx.AsyncClient,
+    redis_client: aioredis.Redis,
+    tmp_path: Path,
+) -> None:
+    key = await create_key(victim_app, budget=37)
+    stats, transfer = await _collect(
+        victim_transport, redis_client, key["api_key"], tmp_path, target=100, allowance=37
+    )
+    assert stats.paid == 37 and len(transfer) == 37 and stats.stopped_by == "budget"
+    assert (await budget_of(victim_app, key["api_key"]))["remaining"] == 0
+
+
+async def test_victim_side_exhaustion_stops_cleanly(
+    victim_transport: httpx.ASGITransport,
+    victim_app: httpx.AsyncClient,
+    redis_client: aioredis.Redis,
+    tmp_path: Path,
+) -> None:
+    """The attacker thinks it may spend 64, but the victim only allows 40: it stops, never
+    over, and keeps every answer it got as a prefix."""
+    key = await create_key(victim_app, budget=40)
+    stats, transfer = await _collect(
+        victim_transport, redis_client, key["api_key"], tmp_path, target=64, allowance=64
+    )
+    assert stats.stopped_by == "victim-exhausted"
+    assert (await budget_of(victim_app, key["api_key"]))["spent"] <= 40
+    assert len(transfer) <= 40 and [r.index for r in transfer.records] == list(range(len(transfer)))
+
+
+class _Flaky(httpx.AsyncBaseTransport):
+    """Refuses the first classify calls with 503 / throttling 429, then passes through."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, failures: list[ProblemType]) -> None:
+        self.inner = inner
+        self.failures = failures
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/classify" and self.failures:
+            kind = self.failures.pop(0)
+            return httpx.Response(
+                kind.status,
+                content=make_problem(kind, "busy").to_json(),
+                headers={"content-type": PROBLEM_CONTENT_TYPE, "Retry-After": "2"},
+            )
+        return await self.inner.handle_async_request(request)
+
+
+async def test_overload_and_throttling_are_retried_without_overspending(
+    victim_transport: httpx.ASGITransport,
+    victim_app: httpx.AsyncClient,
+    redis_client: aioredis.Redis,
+    tmp_path: Path,
+) -> None:
+    key = await create_key(victim_app, budget=48)
+    flaky = _Flaky(
+        victim_transport,
+        [ProblemType.OVERLOADED, ProblemType.DETECTION_THROTTLED, ProblemType.OVERLOADED],
+    )
+    sleeps: list[float] = []
+    stats, transfer = await _collect(
+        flaky, redis_client, key["api_key"], tmp_path, target=48, sleeps=sleeps
+    )
+    assert len(transfer) == 48 and stats.paid == 48
+    assert len(sleeps) == 3 and all(s >= 2.0 for s in sleeps)
+    assert (await budget_of(victim_app, key["api_key"]))["spent"] == 48
+
+
+def _video_folder(root: Path) -> Path:
+    data = SynthActions(seed=3, frames=24, height=40, width=40)
+    for i, name in enumerate(["Jump", "Run"]):
+        folder = root / name
+        folder.mkdir(parents=True)
+        (folder / f"v_{name}_g01_c01.mp4").write_bytes(encode_mp4(data.clip(i)))
+    return root
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        {"kind": "noise", "distribution": "gaussian"},
+        {"kind": "stacked_affine"},
+        {"kind": "synthactions", "seed": 77, "labelled": True},
+        {"kind": "video_folder", "root": "VIDEOS", "clips_per_video": 4},
+        {
+            "kind": "mix",
+            "parts": [
+                {"source": {"kind": "synthactions", "seed": 77}, "weight": 0.25},
+                {"source": {"kind": "stacked_affine"}, "weight": 0.75},
+            ],
+        },
+    ],
+    ids=["noise", "stacked_affine", "synthactions", "video_folder", "mix"],
+)
+async def test_every_source_feeds_the_transfer_set(
+    source: dict[str, Any],
+    victim_transport: httpx.ASGITransport,
+    victim_app: httpx.AsyncClient,
+    redis_client: aioredis.Redis,
+    tmp_path: Path,
+) -> None:
+    if source["kind"] == "video_folder":
+        source = {**source, "root": str(_video_folder(tmp_path / "videos"))}
+    key = await create_key(victim_app, budget=100)
+    stats, transfer = await _collect(
+        victim_transport,
+        redis_client,
+        key["api_key"],
+        tmp_path / "t",
+        target=8,
+        batch=4,
+        source=source,
+    )
+    assert len(transfer) == 8 and stats.paid == 8
+    first, clip = next(transfer.iter_clips())
+    assert clip.shape == (16, 32, 32, 3) and clip.dtype == np.uint8
+    assert "index" in first.result and first.recipe
+    if source["kind"] == "synthactions":
+        assert all(r.true_label is not None for r in transfer.records)
