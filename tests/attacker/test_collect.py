@@ -9,16 +9,16 @@ import httpx
 import numpy as np
 import pytest
 import redis.asyncio as aioredis
+from helpers.victim import budget_of, create_key
 
 from attacker.client import ResponseCache, RetryPolicy, VictimClient
 from attacker.collect import Collector
 from attacker.data import TransferManifest, TransferSet, TransferSetWriter
 from attacker.sources import ClipShape, build_source
-from helpers.victim import budget_of, create_key
 from shared.hashing import victim_identity
 from shared.problems import PROBLEM_CONTENT_TYPE, ProblemType, make_problem
-from shared.video import encode_mp4
 from shared.synthactions import SynthActions
+from shared.video import encode_mp4
 
 SHAPE = ClipShape(16, 32, 32)
 

@@ -16,8 +16,8 @@ from attacker.students import (
     export_student,
     load_exported_student,
 )
-from attacker.train.losses import build_loss
 from attacker.train.loop import TrainSettings, train_student
+from attacker.train.losses import build_loss
 from shared.schemas import OutputMode
 from shared.synthactions import SynthActions
 

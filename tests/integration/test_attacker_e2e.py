@@ -15,12 +15,12 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
+from helpers.services import REPO, LiveVictim, start_victim
+from helpers.victim import budget_of, create_key
 
 from attacker.config import load_config
 from attacker.data import TransferSet
 from attacker.run import RunHooks, run_attack
-from helpers.services import REPO, LiveVictim, start_victim
-from helpers.victim import budget_of, create_key
 
 EXAMPLES = REPO / "examples"
 
