@@ -28,6 +28,7 @@ $(STAMP):
 
 range: setup
 	$(PY) -m victim_server evaluate --model embedded --seed 12345 --n 1000
+	$(PY) -m vidsteal range
 
 test: setup
 	$(PY) -m pytest -q

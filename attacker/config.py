@@ -56,7 +56,7 @@ class TrainSection(_Strict):
     true_label_weight: Annotated[float, Field(ge=0)] = 0.0
     epochs: Annotated[int, Field(ge=1)] = 20
     batch_size: Annotated[int, Field(ge=1)] = 64
-    lr: Annotated[float, Field(gt=0)] = 2e-3
+    lr: Annotated[float, Field(gt=0)] = 1.5e-3
     backbone_lr_ratio: Annotated[float, Field(gt=0, le=1)] = 1.0
     weight_decay: Annotated[float, Field(ge=0)] = 0.05
     schedule: Literal["cosine", "plateau"] = "cosine"

@@ -42,6 +42,7 @@ from attacker.sources._base import (
 )
 from attacker.sources._resample import Border, sample_bilinear
 from attacker.sources.config import StackedAffineConfig
+from attacker.sources.sprites import render_layered, sample_layered
 from attacker.sources.textures import PATTERNS, draw_texture
 
 __all__ = ["IMAGE_EXTENSIONS", "StackedAffineSource", "list_images", "render_affine"]
@@ -52,6 +53,7 @@ IMAGE_EXTENSIONS: Final = frozenset({".jpg", ".jpeg", ".png"})
 _MOTION_STREAM: Final = 21
 _TEXTURE_STREAM: Final = 22
 _PATTERN_STREAM: Final = 23
+_LAYERED_STREAM: Final = 24
 _SUPERSAMPLE: Final = 2
 _IMAGE_CACHE_SIZE: Final = 64
 PATTERN_NAMES: Final = tuple(PATTERNS)
@@ -103,6 +105,10 @@ class StackedAffineSource:
             "image": image,
             "motion": sample_motion(rng, self.config),
         }
+        if self.config.layered > 0 and rng.uniform() < self.config.layered:
+            recipe["layered"] = sample_layered(
+                clip_rng(self.seed, _LAYERED_STREAM, index), seed=self.seed, index=index
+            )
         return recipe
 
     def __iter__(self) -> Iterator[QueryClip]:
@@ -158,6 +164,8 @@ def motion_profile(motion: dict[str, Any], frames: int) -> np.ndarray:
 
 def render_affine(recipe: dict[str, Any], shape: ClipShape) -> np.ndarray:
     """The clip a stacked-affine recipe describes."""
+    if "layered" in recipe:
+        return render_layered(recipe["layered"], shape, index=int(recipe["index"]))
     image = _image_for(recipe["image"], shape)
     motion = recipe["motion"]
     frames, height, width = shape.frames, shape.height, shape.width

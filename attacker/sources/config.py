@@ -67,6 +67,8 @@ class StackedAffineConfig(_Config):
     rotation over the clip, ``zoom_range`` the scale factors. ``oscillation`` is the probability
     that a clip moves back and forth (a cosine profile) instead of in a straight line. Outside the
     image the content is mirrored (``reflect``), tiled (``wrap``) or black (``black``).
+    ``layered`` is the probability that a clip is instead a layered scene: one or two textured
+    sprites with their own affine trajectories over a still background.
     """
 
     kind: Literal["stacked_affine"] = "stacked_affine"
@@ -76,6 +78,9 @@ class StackedAffineConfig(_Config):
     zoom_range: tuple[float, float] = (0.7, 1.4)
     oscillation: float = Field(0.25, ge=0.0, le=1.0)
     border: Literal["reflect", "wrap", "black"] = "reflect"
+    # Probability that a clip is layered: textured sprites moving over a still background
+    # (see attacker/sources/sprites.py) instead of one whole-frame warp.
+    layered: float = Field(0.0, ge=0.0, le=1.0)
 
     @field_validator("zoom_range")
     @classmethod
