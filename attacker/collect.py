@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -31,6 +32,7 @@ class CollectStats:
     requests: int = 0
     retries: int = 0
     stopped_by: str = "target"  # target | budget | source | victim-exhausted
+    seconds: float = 0.0  # wall time of the query phase
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -126,6 +128,7 @@ class Collector:
 
     async def run(self, source: Iterator[QueryClip]) -> CollectStats:
         in_flight: asyncio.Queue[asyncio.Task[_Chunk] | None] = asyncio.Queue(self.concurrency)
+        started = time.perf_counter()
         producer = asyncio.create_task(self._produce(source, in_flight))
         try:
             while (task := await in_flight.get()) is not None:
@@ -137,6 +140,7 @@ class Collector:
                 pending = in_flight.get_nowait()
                 if pending is not None:
                     pending.cancel()
+            self.stats.seconds = round(time.perf_counter() - started, 3)
         return self.stats
 
     async def _produce(

@@ -19,6 +19,7 @@ from attacker.client import ResponseCache, RetryPolicy, VictimClient
 from attacker.collect import Collector, CollectStats, MemorySink
 from attacker.config import AttackConfig
 from attacker.data import TransferManifest, TransferSet, TransferSetWriter
+from attacker.data.replay import discard_previous, replay_then_live, set_aside_previous
 from attacker.eval.fidelity import EvalSet, evaluate
 from attacker.eval.report import write_report
 from attacker.provenance import write_provenance
@@ -205,7 +206,9 @@ async def _collect(
         if hooks.on_collect is not None:
             hooks.on_collect(stats)
 
-    with TransferSetWriter(config.out / "transfer", manifest) as writer:
+    root = config.out / "transfer"
+    previous = set_aside_previous(root, manifest)
+    with TransferSetWriter(root, manifest) as writer:
         collector = Collector(
             client=client,
             cache=ResponseCache(store, identity),
@@ -216,8 +219,14 @@ async def _collect(
             concurrency=config.query.concurrency,
             progress=progress,
         )
-        source = build_source(config.query.source, shape=shape, seed=config.seed)
-        stats = await collector.run(iter(source))
+        stats = await collector.run(
+            replay_then_live(
+                previous,
+                lambda: iter(build_source(config.query.source, shape=shape, seed=config.seed)),
+            )
+        )
+    discard_previous(previous)
+    stats.extra["replayed_from_previous_run"] = 0 if previous is None else len(previous)
     bar.close()
     return stats
 

@@ -1,0 +1,61 @@
+"""Re-running a run: the previous transfer set already holds the clips of the query stream.
+
+Regenerating an expensive source (or decoding videos again) only to hash the clips would make a
+fully cached rerun as slow as the source. When the run directory holds a transfer set made from
+the same source, seed and clip shape, its clips are replayed first (each still goes through the
+cache lookup, so a lost answer is paid again, never assumed), then the live source continues
+after them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from attacker.data.transfer_set import TransferManifest, TransferSet
+from attacker.sources import QueryClip
+
+PREVIOUS_SUFFIX = ".previous"
+
+
+def _same_stream(old: TransferManifest, new: TransferManifest) -> bool:
+    return (
+        old.clip_shape == new.clip_shape
+        and old.extra.get("source") == new.extra.get("source")
+        and old.extra.get("seed") == new.extra.get("seed")
+    )
+
+
+def set_aside_previous(root: Path, manifest: TransferManifest) -> TransferSet | None:
+    """Move a reusable transfer set at ``root`` aside (to ``root.previous``) and open it."""
+    aside = root.with_name(root.name + PREVIOUS_SUFFIX)
+    shutil.rmtree(aside, ignore_errors=True)
+    if not (root / "manifest.json").is_file():
+        return None
+    try:
+        old = TransferSet(root)
+    except (OSError, ValueError, KeyError):
+        return None  # unreadable or another format: start from the source
+    if not _same_stream(old.manifest, manifest) or len(old) == 0:
+        return None
+    root.rename(aside)
+    return TransferSet(aside)
+
+
+def replay_then_live(
+    previous: TransferSet | None, live: Callable[[], Iterator[QueryClip]]
+) -> Iterator[QueryClip]:
+    """The previous run's clips in order, then the live source from where they end."""
+    replayed = 0
+    if previous is not None:
+        for record, clip in previous.iter_clips():
+            yield QueryClip(clip=clip, recipe=record.recipe, true_label=record.true_label)
+            replayed += 1
+    yield from itertools.islice(live(), replayed, None)
+
+
+def discard_previous(previous: TransferSet | None) -> None:
+    if previous is not None:
+        shutil.rmtree(previous.root, ignore_errors=True)
