@@ -19,10 +19,13 @@ from victim_server.accounting.keys import KeyStore
 from victim_server.accounting.ledger import Ledger
 from victim_server.api import admin, classify, client, health
 from victim_server.api.problems import install_problem_handlers
+from victim_server.detection.service import DetectionService, load_embedding
+from victim_server.detection.store import PradaStore
 from victim_server.inference.batcher import MicroBatcher
 from victim_server.inference.runner import ModelRunner, resolve_device
 from victim_server.metrics import VictimMetrics
 from victim_server.models import create_model, model_config
+from victim_server.models.embedded import packaged_weights_path
 from victim_server.services import Services
 from victim_server.settings import Settings
 
@@ -63,6 +66,19 @@ def create_app(
             observe=observe,
         )
         store = redis or connect_redis(settings.redis_url, timeout_s=settings.redis_timeout_s)
+        binary = connect_redis(settings.redis_url, timeout_s=settings.redis_timeout_s, decode=False)
+        config = runner.config
+        embedding = load_embedding(
+            settings.detection_calibration,
+            config.input,
+            packaged_weights_path(config.model_tag).with_suffix(".detection.json"),
+        )
+        detection = DetectionService(
+            PradaStore(binary, dim=embedding.dim),
+            embedding,
+            metrics,
+            throttle_retry_after_s=settings.throttle_retry_after_s,
+        )
         app.state.services = Services(
             settings=settings,
             redis=store,
@@ -75,6 +91,7 @@ def create_app(
             runner=runner,
             batcher=batcher,
             metrics=metrics,
+            detection=detection,
         )
         batcher.start()
         log.info("serving %s on %s", runner.config.model_tag, runner.device)
@@ -82,6 +99,7 @@ def create_app(
             yield
         finally:
             batcher.stop()
+            await binary.aclose()
             if redis is None:
                 await store.aclose()
 

@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     abandoned_after_s: float = Field(default=30.0, gt=0)
     redis_timeout_s: float = Field(default=2.0, gt=0)
     throttle_retry_after_s: float = Field(default=30.0, gt=0)
+    detection_calibration: Path | None = Field(
+        default=None,
+        description="Benign clips (.npz) or a calibration JSON for the detection embedding",
+    )
 
     @field_validator("admin_token")
     @classmethod

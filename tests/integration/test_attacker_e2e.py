@@ -77,6 +77,7 @@ async def test_run_in_process_spends_exactly_and_a_rerun_pays_nothing(
 
     again = await run_attack(config, transport=victim_transport, show_progress=False)
     assert again["collect"]["paid"] == 0 and again["collect"]["cache_hits"] == 96
+    assert again["collect"]["extra"]["replayed_from_previous_run"] == 96
     assert again["eval"]["paid"] == 0
     assert (await budget_of(victim_app, attack["api_key"]))["spent"] == 96
     assert again["final"]["top1_agreement"] == report["final"]["top1_agreement"]

@@ -5,7 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from shared.problems import ProblemType
-from shared.schemas import KeyCreate, KeyCreated, KeyPublic, TopUp
+from shared.schemas import (
+    DefensePolicy,
+    DetectionPolicy,
+    DetectionStatus,
+    KeyCreate,
+    KeyCreated,
+    KeyPublic,
+    TopUp,
+)
 from victim_server.accounting.keys import ApiKey
 from victim_server.api.deps import AdminDep, ServicesDep
 from victim_server.api.problems import problem
@@ -27,6 +35,7 @@ async def create_key(body: KeyCreate, services: ServicesDep) -> KeyCreated:
             ProblemType.VALIDATION_ERROR,
             f"top_k {body.top_k} exceeds the model's {services.model_config.num_classes} classes",
         )
+    _check_defenses(body.defenses, services)
     created = await services.keys.create(body)
     services.metrics.budget_remaining.labels(created.key_id).set(created.remaining)
     return created
@@ -48,6 +57,40 @@ async def top_up(key_id: str, body: TopUp, services: ServicesDep) -> KeyPublic:
     key = _found(await services.keys.top_up(key_id, body.amount), key_id)
     services.metrics.budget_remaining.labels(key.key_id).set(key.remaining)
     return key.public()
+
+
+@router.get("/keys/{key_id}/detection")
+async def get_detection(key_id: str, services: ServicesDep) -> DetectionStatus:
+    """The key's detection policy and PRADA state: W, distances, alarm and when it fired."""
+    key = _found(await services.keys.get(key_id), key_id)
+    return await services.detection.status(key.key_id, key.detection)
+
+
+@router.put("/keys/{key_id}/detection")
+async def set_detection(
+    key_id: str, body: DetectionPolicy, services: ServicesDep, reset: bool = False
+) -> DetectionStatus:
+    """Change the key's detection policy; ``?reset=true`` also clears its PRADA state."""
+    key = _found(await services.keys.set_policies(key_id, detection=body), key_id)
+    if reset:
+        await services.detection.store.reset(key.key_id)
+    return await services.detection.status(key.key_id, key.detection)
+
+
+@router.put("/keys/{key_id}/defenses")
+async def set_defenses(key_id: str, body: DefensePolicy, services: ServicesDep) -> KeyPublic:
+    """Change the key's output defenses (applied to every later answer)."""
+    _check_defenses(body, services)
+    return _found(await services.keys.set_policies(key_id, defenses=body), key_id).public()
+
+
+def _check_defenses(defenses: DefensePolicy, services: ServicesDep) -> None:
+    classes = services.model_config.num_classes
+    if defenses.top_k is not None and defenses.top_k > classes:
+        raise problem(
+            ProblemType.VALIDATION_ERROR,
+            f"defenses.top_k {defenses.top_k} exceeds the model's {classes} classes",
+        )
 
 
 @router.delete("/keys/{key_id}")

@@ -21,7 +21,7 @@ from victim_server.api.clip_body import BodyLimits, decode_body, read_body
 from victim_server.api.deps import ApiKeyDep, ServicesDep
 from victim_server.api.problems import problem
 from victim_server.inference.batcher import Overloaded
-from victim_server.policy.outputs import build_results, softmax
+from victim_server.policy.answers import compose_answers
 from victim_server.services import Services
 
 router = APIRouter(prefix="/v1", tags=["classify"])
@@ -75,6 +75,7 @@ async def classify(
     request_id = uuid.uuid4().hex
     clips = await _decode(request, key, services)
     n = int(clips.shape[0])
+    poison = await services.detection.gate(key.key_id, key.detection)
     fingerprint = _fingerprint(clips) if idempotency_key else ""
     reservation = await services.ledger.reserve(
         key.key_id,
@@ -110,16 +111,25 @@ async def classify(
         raise  # cancellation: refunded above, propagate
     config = services.model_config
     logits = output.logits
+    verdict = await services.detection.observe(
+        key.key_id, key.detection, clips, logits.argmax(axis=1)
+    )
+    if verdict is not None and verdict.alarm and key.detection.action == "poison":
+        poison = True
+    if poison:
+        metrics.poisoned.inc(n)
     response = ClassifyResponse(
         model=config.model_tag,
         output=key.output,
         top_k=key.top_k if key.output is OutputMode.TOPK else None,
-        results=build_results(
+        results=compose_answers(
+            logits,
             mode=key.output,
-            logits=logits,
-            probs=softmax(logits),
             labels=config.labels,
             top_k=key.top_k,
+            defenses=key.defenses,
+            poison=poison,
+            rng=np.random.default_rng(),
         ),
         budget=_budget_after(key, reservation),
         request_id=request_id,

@@ -1,0 +1,180 @@
+"""PRADA detection and its actions over HTTP, with real Redis; state across restarts and
+processes."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from helpers.services import start_victim
+from helpers.victim import ADMIN_HEADERS, budget_of, create_key, npy_request
+
+from shared.synthactions import SynthActions
+
+PRADA = {"detector": "prada", "delta": 0.9}
+
+
+def _noise(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, size=(n, 16, 32, 32, 3), dtype=np.uint8)
+
+
+async def _attack_until(
+    client: httpx.AsyncClient, api_key: str, status: int, limit: int = 1000, batch: int = 20
+) -> tuple[int, httpx.Response]:
+    """Send noise batches until an answer has ``status``; returns clips sent before it."""
+    sent = 0
+    while sent < limit:
+        response = await client.post("/v1/classify", **npy_request(_noise(batch, sent), api_key))
+        if response.status_code == status:
+            return sent, response
+        assert response.status_code == 200, response.text
+        sent += batch
+    raise AssertionError(f"no {status} within {limit} queries")
+
+
+async def test_noise_attack_is_blocked_within_1000_queries(victim_app: httpx.AsyncClient) -> None:
+    key = await create_key(victim_app, budget=5000, detection={**PRADA, "action": "block"})
+    sent, refused = await _attack_until(victim_app, key["api_key"], 403)
+    assert sent <= 1000
+    assert refused.json()["type"] == "urn:vidsteal:problem:detection-blocked"
+    assert (await budget_of(victim_app, key["api_key"]))["spent"] == sent  # refusal is free
+    status = (
+        await victim_app.get(f"/admin/keys/{key['key_id']}/detection", headers=ADMIN_HEADERS)
+    ).json()
+    assert status["alarm"] is True and status["w"] < 0.9 and status["alarm_query"] <= sent
+    assert status["alarm_at"] is not None and status["queries"] == sent
+    metrics = (await victim_app.get("/metrics")).text
+    assert 'vidsteal_detection_alarms_total{action="block"} 1.0' in metrics
+    assert f'vidsteal_detection_w{{key_id="{key["key_id"]}"}}' in metrics
+
+
+@pytest.mark.slow
+async def test_2000_benign_clips_from_unseen_seeds_are_never_flagged(
+    victim_app: httpx.AsyncClient,
+) -> None:
+    key = await create_key(victim_app, budget=2000, detection={**PRADA, "action": "block"})
+    for seed in (101, 202):
+        data = SynthActions(seed=seed)
+        for start in range(0, 1000, 50):
+            clips, _ = data.batch(start, 50)
+            response = await victim_app.post("/v1/classify", **npy_request(clips, key["api_key"]))
+            assert response.status_code == 200, response.text
+    status = (
+        await victim_app.get(f"/admin/keys/{key['key_id']}/detection", headers=ADMIN_HEADERS)
+    ).json()
+    assert status["queries"] == 2000 and status["alarm"] is False and status["w"] > 0.9
+
+
+async def test_throttle_answers_429_with_retry_after(victim_app: httpx.AsyncClient) -> None:
+    key = await create_key(victim_app, budget=5000, detection={**PRADA, "action": "throttle"})
+    sent, refused = await _attack_until(victim_app, key["api_key"], 429)
+    assert refused.json()["type"] == "urn:vidsteal:problem:detection-throttled"
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert (await budget_of(victim_app, key["api_key"]))["spent"] == sent
+
+
+async def test_poison_keeps_the_shape_but_changes_the_answers(
+    victim_app: httpx.AsyncClient,
+) -> None:
+    key = await create_key(
+        victim_app, budget=5000, output="probs", detection={**PRADA, "action": "poison"}
+    )
+    clean = await create_key(victim_app, budget=100, output="probs")
+    await _attack_until_alarm(victim_app, key)
+    probe = SynthActions(seed=5).batch(0, 40)[0]
+    poisoned = await victim_app.post("/v1/classify", **npy_request(probe, key["api_key"]))
+    honest = await victim_app.post("/v1/classify", **npy_request(probe, clean["api_key"]))
+    p = np.array([r["probs"] for r in poisoned.json()["results"]])
+    h = np.array([r["probs"] for r in honest.json()["results"]])
+    assert p.shape == h.shape and np.allclose(p.sum(1), 1, atol=1e-4)
+    assert (p.argmax(1) != h.argmax(1)).mean() > 0.5
+    metrics = (await victim_app.get("/metrics")).text
+    # the 40 probe clips, plus the 20 of the request whose queries raised the alarm
+    assert "vidsteal_poisoned_answers_total 60.0" in metrics
+
+
+async def _attack_until_alarm(client: httpx.AsyncClient, key: dict[str, Any]) -> None:
+    for start in range(0, 1000, 20):
+        response = await client.post(
+            "/v1/classify", **npy_request(_noise(20, start), key["api_key"])
+        )
+        assert response.status_code == 200
+        status = (
+            await client.get(f"/admin/keys/{key['key_id']}/detection", headers=ADMIN_HEADERS)
+        ).json()
+        if status["alarm"]:
+            return
+    raise AssertionError("no alarm within 1000 queries")
+
+
+async def test_policy_can_be_changed_and_reset_by_the_admin(
+    victim_app: httpx.AsyncClient,
+) -> None:
+    key = await create_key(victim_app, budget=5000, detection={**PRADA, "action": "log"})
+    await _attack_until_alarm(victim_app, key)
+    ok = await victim_app.post("/v1/classify", **npy_request(_noise(1, 7), key["api_key"]))
+    assert ok.status_code == 200  # "log" only records the alarm
+    changed = await victim_app.put(
+        f"/admin/keys/{key['key_id']}/detection",
+        json={**PRADA, "action": "block"},
+        headers=ADMIN_HEADERS,
+    )
+    assert changed.status_code == 200 and changed.json()["action"] == "block"
+    blocked = await victim_app.post("/v1/classify", **npy_request(_noise(1, 8), key["api_key"]))
+    assert blocked.status_code == 403
+    reset = await victim_app.put(
+        f"/admin/keys/{key['key_id']}/detection?reset=true",
+        json={**PRADA, "action": "block"},
+        headers=ADMIN_HEADERS,
+    )
+    assert reset.json()["alarm"] is False and reset.json()["queries"] == 0
+    again = await victim_app.post("/v1/classify", **npy_request(_noise(1, 9), key["api_key"]))
+    assert again.status_code == 200
+    defenses = await victim_app.put(
+        f"/admin/keys/{key['key_id']}/defenses",
+        json={"top_k": 2, "round_decimals": 2},
+        headers=ADMIN_HEADERS,
+    )
+    assert defenses.status_code == 200 and defenses.json()["defenses"]["top_k"] == 2
+
+
+async def test_state_survives_a_restart_and_is_shared_by_two_processes(
+    redis_url: str, tmp_path: Path
+) -> None:
+    first = start_victim(redis_url, tmp_path / "a.log")
+    second = start_victim(redis_url, tmp_path / "b.log")
+    try:
+        clients = [httpx.AsyncClient(base_url=v.url, timeout=60) for v in (first, second)]
+        key = await create_key(clients[0], budget=5000, detection={**PRADA, "action": "block"})
+        for i in range(10):  # 100 clips, alternating processes
+            r = await clients[i % 2].post(
+                "/v1/classify", **npy_request(_noise(10, i), key["api_key"])
+            )
+            assert r.status_code == 200
+        views = [
+            (await c.get(f"/admin/keys/{key['key_id']}/detection", headers=ADMIN_HEADERS)).json()
+            for c in clients
+        ]
+        assert views[0] == views[1] and views[0]["queries"] == 100
+        sent, _ = await _attack_until(clients[1], key["api_key"], 403)
+        first.stop()
+        await clients[0].aclose()
+        restarted = start_victim(redis_url, tmp_path / "c.log")
+        async with httpx.AsyncClient(base_url=restarted.url, timeout=60) as client:
+            status = (
+                await client.get(f"/admin/keys/{key['key_id']}/detection", headers=ADMIN_HEADERS)
+            ).json()
+            assert status["alarm"] is True and status["queries"] == 100 + sent
+            blocked = await client.post("/v1/classify", **npy_request(_noise(1, 0), key["api_key"]))
+            assert blocked.status_code == 403
+        restarted.stop()
+        await clients[1].aclose()
+    finally:
+        first.stop()
+        second.stop()
+    await asyncio.sleep(0)

@@ -1,0 +1,200 @@
+"""PRADA state per API key, in Redis, shared by every server process; cached per process.
+
+Layout (one hash tag per key, so a cluster keeps a key's detector on one shard)::
+
+    vs:{key_id}:det:meta       hash: version, queries, w, pooled, alarm_query, alarm_at
+    vs:{key_id}:det:classes    hash: label -> JSON (seen, threshold, D_Gc running sums)
+    vs:{key_id}:det:G:<label>  float32 bytes: the growing set G_c (members x dim)
+    vs:{key_id}:det:D:<label>  float32 bytes: the latest distances D_c
+    vs:{key_id}:det:lock       a short lock held while one process updates the state
+
+An update takes the lock, reloads the state only if another process changed it (version),
+feeds the request's clips through :func:`shared.detection.observe`, writes back what changed in
+one pipeline and releases the lock. A restart loses nothing: the state is read back from Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from redis.asyncio import Redis
+
+from shared.detection import PradaConfig, PradaState, observe
+from shared.detection.prada import ClassState
+from victim_server.accounting import keyspace
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    queries: int
+    distances: int
+    w: float | None
+    alarm: bool
+    alarm_query: int | None
+    alarm_at: datetime | None
+    new_alarm: bool = False  # this update raised the alarm
+
+
+class DetectionBusy(Exception):
+    """The key's detector lock could not be taken in time."""
+
+
+class PradaStore:
+    """``redis`` must return bytes (``decode_responses=False``): G_c and D_c are binary."""
+
+    def __init__(self, redis: Redis, *, dim: int, lock_timeout_s: float = 5.0) -> None:
+        self._redis = redis
+        self._dim = dim
+        self._lock_timeout = lock_timeout_s
+        self._cache: dict[str, tuple[int, PradaState, datetime | None]] = {}
+        self._release = redis.register_script(_RELEASE)
+
+    async def observe(
+        self, key_id: str, config: PradaConfig, vectors: np.ndarray, labels: np.ndarray
+    ) -> Verdict:
+        token = await self._lock(key_id)
+        try:
+            version, state, alarm_at = await self._load(key_id)
+            before = state.alarm_query
+            touched: set[int] = set()
+            for vector, label in zip(vectors, labels, strict=True):
+                observe(state, config, vector, int(label))
+                touched.add(int(label))
+            if before is None and state.alarm_query is not None:
+                alarm_at = datetime.now(UTC)
+            await self._save(key_id, version + 1, state, alarm_at, touched)
+            self._cache[key_id] = (version + 1, state, alarm_at)
+            return self._verdict(state, alarm_at, new_alarm=before is None and alarm_at is not None)
+        finally:
+            await self._release(keys=[keyspace.detection(key_id, "lock")], args=[token])
+
+    async def status(self, key_id: str) -> Verdict:
+        _, state, alarm_at = await self._load(key_id)
+        return self._verdict(state, alarm_at)
+
+    async def reset(self, key_id: str) -> None:
+        names = [keyspace.detection(key_id, "meta"), keyspace.detection(key_id, "classes")]
+        names += [
+            name async for name in self._redis.scan_iter(match=keyspace.detection(key_id, "[GD]:*"))
+        ]
+        await self._redis.delete(*names)
+        self._cache.pop(key_id, None)
+
+    def _verdict(
+        self, state: PradaState, alarm_at: datetime | None, *, new_alarm: bool = False
+    ) -> Verdict:
+        distances = sum(len(c.distances) for c in state.classes.values())
+        return Verdict(
+            queries=state.queries,
+            distances=distances,
+            w=state.w,
+            alarm=state.alarm_query is not None,
+            alarm_query=state.alarm_query,
+            alarm_at=alarm_at,
+            new_alarm=new_alarm,
+        )
+
+    async def _lock(self, key_id: str) -> str:
+        token = secrets.token_hex(8)
+        name = keyspace.detection(key_id, "lock")
+        deadline = asyncio.get_running_loop().time() + self._lock_timeout
+        while not await self._redis.set(name, token, nx=True, px=int(self._lock_timeout * 2000)):
+            if asyncio.get_running_loop().time() > deadline:
+                raise DetectionBusy(f"detector of key {key_id} is busy")
+            await asyncio.sleep(0.002)
+        return token
+
+    async def _load(self, key_id: str) -> tuple[int, PradaState, datetime | None]:
+        meta = _text(await self._redis.hgetall(keyspace.detection(key_id, "meta")))
+        version = int(meta.get("version", 0))
+        cached = self._cache.get(key_id)
+        if cached is not None and cached[0] == version:
+            return cached
+        state = PradaState(dim=self._dim, queries=int(meta.get("queries", 0)))
+        state.w = float(meta["w"]) if meta.get("w") not in (None, "") else None
+        state.pooled = int(meta.get("pooled", 0))
+        state.alarm_query = int(meta["alarm_query"]) if meta.get("alarm_query") else None
+        alarm_at = datetime.fromisoformat(meta["alarm_at"]) if meta.get("alarm_at") else None
+        classes = _text(await self._redis.hgetall(keyspace.detection(key_id, "classes")))
+        for raw_label, raw in classes.items():
+            label = int(raw_label)
+            info = json.loads(raw)
+            members = await self._redis.get(keyspace.detection(key_id, f"G:{label}")) or b""
+            dists = await self._redis.get(keyspace.detection(key_id, f"D:{label}")) or b""
+            state.classes[label] = ClassState(
+                members=_floats(members).reshape(-1, self._dim).copy(),
+                seen=int(info["seen"]),
+                threshold=float(info["threshold"]),
+                g_count=int(info["g_count"]),
+                g_sum=float(info["g_sum"]),
+                g_sumsq=float(info["g_sumsq"]),
+                distances=_floats(dists).tolist(),
+            )
+        return version, state, alarm_at
+
+    async def _save(
+        self,
+        key_id: str,
+        version: int,
+        state: PradaState,
+        alarm_at: datetime | None,
+        touched: set[int],
+    ) -> None:
+        meta = {
+            "version": version,
+            "queries": state.queries,
+            "pooled": state.pooled,
+            "w": "" if state.w is None else repr(state.w),
+            "alarm_query": "" if state.alarm_query is None else state.alarm_query,
+            "alarm_at": "" if alarm_at is None else alarm_at.isoformat(),
+        }
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(keyspace.detection(key_id, "meta"), mapping=meta)  # type: ignore[arg-type]
+            for label in touched:
+                cls = state.classes[label]
+                pipe.hset(
+                    keyspace.detection(key_id, "classes"),
+                    str(label),
+                    json.dumps(
+                        {
+                            "seen": cls.seen,
+                            "threshold": cls.threshold,
+                            "g_count": cls.g_count,
+                            "g_sum": cls.g_sum,
+                            "g_sumsq": cls.g_sumsq,
+                        }
+                    ),
+                )
+                pipe.set(
+                    keyspace.detection(key_id, f"G:{label}"),
+                    cls.members.astype(np.float32).tobytes(),
+                )
+                pipe.set(
+                    keyspace.detection(key_id, f"D:{label}"),
+                    np.asarray(cls.distances, dtype=np.float32).tobytes(),
+                )
+            await pipe.execute()
+
+
+def _floats(raw: bytes | str) -> np.ndarray:
+    if isinstance(raw, str):  # a text-mode client would have corrupted the floats already
+        raise TypeError("PradaStore needs a Redis client with decode_responses=False")
+    return np.frombuffer(raw, dtype=np.float32)
+
+
+def _text(raw: dict[Any, Any]) -> dict[str, str]:
+    def text(value: Any) -> str:
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    return {text(k): text(v) for k, v in raw.items()}
