@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from torch import nn
 
+from shared.schemas import KeyCreate
 from victim_server.accounting.connection import connect_redis
 from victim_server.accounting.keys import KeyStore
 from victim_server.accounting.ledger import Ledger
@@ -93,6 +94,7 @@ def create_app(
             metrics=metrics,
             detection=detection,
         )
+        await _provision_keys(app.state.services)
         batcher.start()
         log.info("serving %s on %s", runner.config.model_tag, runner.device)
         try:
@@ -114,6 +116,15 @@ def create_app(
         app.include_router(router)
     app.add_middleware(RequestMetricsMiddleware)
     return app
+
+
+async def _provision_keys(services: Services) -> None:
+    for entry in services.settings.bootstrap_keys:
+        plan = KeyCreate.model_validate(entry.model_dump(exclude={"api_key"}))
+        created = await services.keys.create(plan, api_key=entry.api_key)
+        if created is not None:
+            log.info("provisioned key %s (%s)", created.key_id, created.name)
+            services.metrics.budget_remaining.labels(created.key_id).set(created.remaining)
 
 
 class RequestMetricsMiddleware:

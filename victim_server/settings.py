@@ -8,9 +8,17 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.schemas import KeyCreate
+
 # Tokens a careless deployment would keep; the server refuses to start with them.
 _INSECURE_TOKENS = {"", "admin", "changeme", "change-me", "secret", "password", "token", "test"}
 MIN_ADMIN_TOKEN_LENGTH = 16
+
+
+class BootstrapKey(KeyCreate):
+    """A key given in configuration (e.g. docker compose), with its full secret."""
+
+    api_key: str = Field(pattern=r"^vsk_[A-Za-z0-9]+_[A-Za-z0-9_\-]{16,}$")
 
 
 class Settings(BaseSettings):
@@ -45,6 +53,10 @@ class Settings(BaseSettings):
     abandoned_after_s: float = Field(default=30.0, gt=0)
     redis_timeout_s: float = Field(default=2.0, gt=0)
     throttle_retry_after_s: float = Field(default=30.0, gt=0)
+    bootstrap_keys: list[BootstrapKey] = Field(
+        default_factory=list,
+        description="Keys to provision at start (JSON list); existing ones are left as they are",
+    )
     detection_calibration: Path | None = Field(
         default=None,
         description="Benign clips (.npz) or a calibration JSON for the detection embedding",

@@ -442,3 +442,40 @@ def _sample(text: str, name: str, **labels: str) -> float:
         if all(found.get(k) == v for k, v in labels.items()):
             return float(match.group(4))
     raise AssertionError(f"no sample {name}{labels} in metrics")
+
+
+async def test_provisioned_keys_are_created_once_and_survive_restarts(redis_url: str) -> None:
+    from helpers.services import ADMIN_TOKEN
+
+    from victim_server.app import create_app
+    from victim_server.settings import Settings
+
+    api_key = "vsk_demo01_" + "s" * 32
+    settings = Settings(  # type: ignore[call-arg]
+        admin_token=ADMIN_TOKEN,
+        redis_url=redis_url,
+        threads=1,
+        bootstrap_keys=[{"api_key": api_key, "budget": 5, "output": "label", "name": "demo"}],
+    )
+    for expected_spent in (1, 2):  # the second app is a restart: the budget is not reset
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://v") as client:
+                r = await client.post("/v1/classify", **npy_request(clips(1), api_key))
+                assert r.status_code == 200 and r.json()["output"] == "label"
+                assert r.json()["budget"]["spent"] == expected_spent
+
+
+def test_bootstrap_keys_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from victim_server.settings import Settings
+
+    monkeypatch.setenv("VIDSTEAL_ADMIN_TOKEN", "a-long-enough-secret-token")
+    monkeypatch.setenv(
+        "VIDSTEAL_BOOTSTRAP_KEYS", '[{"api_key": "vsk_k1_' + "x" * 20 + '", "budget": 9}]'
+    )
+    settings = Settings()  # type: ignore[call-arg]
+    assert settings.bootstrap_keys[0].budget == 9
+    monkeypatch.setenv("VIDSTEAL_BOOTSTRAP_KEYS", '[{"api_key": "short", "budget": 9}]')
+    with pytest.raises(ValueError, match="api_key"):
+        Settings()  # type: ignore[call-arg]

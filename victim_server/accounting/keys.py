@@ -85,10 +85,14 @@ class KeyStore:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
 
-    async def create(self, request: KeyCreate) -> KeyCreated:
+    async def create(self, request: KeyCreate, *, api_key: str | None = None) -> KeyCreated | None:
+        """Create a key with a fresh secret, or with ``api_key`` ('vsk_<id>_<secret>', for keys
+        provisioned from configuration); None if that given key id already exists."""
+        given = split_api_key(api_key) if api_key is not None else None
+        if api_key is not None and given is None:
+            raise ValueError("a provisioned API key must look like vsk_<key id>_<secret>")
         for _ in range(5):
-            key_id = secrets.token_hex(6)
-            secret = secrets.token_urlsafe(32)
+            key_id, secret = given or (secrets.token_hex(6), secrets.token_urlsafe(32))
             created_at = datetime.now(UTC)
             record: dict[str, str | int] = {
                 "name": request.name,
@@ -104,6 +108,8 @@ class KeyStore:
             }
             key = keyspace.key_record(key_id)
             if not await self._redis.hsetnx(key, "created_at", record["created_at"]):
+                if given is not None:
+                    return None  # provisioned earlier: keep its budget and spend
                 continue  # id collision: draw another
             await self._redis.hset(key, mapping=cast(Any, record))
             await self._redis.sadd(keyspace.KEY_INDEX, key_id)

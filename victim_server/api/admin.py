@@ -37,6 +37,7 @@ async def create_key(body: KeyCreate, services: ServicesDep) -> KeyCreated:
         )
     _check_defenses(body.defenses, services)
     created = await services.keys.create(body)
+    assert created is not None  # a fresh id is always created
     services.metrics.budget_remaining.labels(created.key_id).set(created.remaining)
     return created
 
