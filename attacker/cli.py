@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -33,7 +33,6 @@ def run_command(
     """Extract a student from the victim within a query budget and write the report."""
     from attacker.client import AttackerError
     from attacker.config import ConfigError, load_config
-    from attacker.run import run_attack
 
     overrides = {
         "victim.url": victim_url,
@@ -49,7 +48,7 @@ def run_command(
         config = load_config(config_path, overrides)
         if not config.victim.api_key:
             _fail("no API key: set victim.api_key in the config or pass --api-key")
-        report = asyncio.run(run_attack(config, show_progress=not quiet))
+        report = asyncio.run(_run_with_metrics(config, quiet=quiet))
     except (ConfigError, AttackerError, OSError) as exc:
         _fail(str(exc))
         return
@@ -70,6 +69,20 @@ def run_command(
             }
         )
     )
+
+
+async def _run_with_metrics(config: Any, *, quiet: bool) -> dict[str, Any]:
+    from attacker.metrics import AttackerMetrics
+    from attacker.run import RunHooks, run_attack
+
+    if config.metrics_port is None:
+        return await run_attack(config, show_progress=not quiet)
+    metrics = AttackerMetrics(config.name)
+    metrics.serve(config.metrics_port)
+    try:
+        return await run_attack(config, hooks=RunHooks(**metrics.hooks()), show_progress=not quiet)
+    finally:
+        metrics.close()
 
 
 @app.command("report")

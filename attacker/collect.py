@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from attacker.client import BudgetExhausted, VictimClient
+from attacker.client import Blocked, BudgetExhausted, RetriesExhausted, VictimClient
 from attacker.sources import QueryClip
 from shared.hashing import batch_hashes
 
@@ -37,6 +37,7 @@ class CollectStats:
 
 
 ProgressFn = Callable[[CollectStats], None]
+AnswerObserver = Callable[[list[QueryClip], list[dict[str, Any]]], None]
 
 
 class AnswerCache(Protocol):
@@ -112,6 +113,7 @@ class Collector:
         batch_clips: int,
         concurrency: int,
         progress: ProgressFn | None = None,
+        observer: AnswerObserver | None = None,
     ) -> None:
         self.client = client
         self.cache = cache
@@ -121,6 +123,7 @@ class Collector:
         self.batch_clips = batch_clips
         self.concurrency = concurrency
         self.progress = progress
+        self.observer = observer
         self.stats = CollectStats()
         self._reserved = 0  # queries committed to requests, counted before sending
         self._victim_exhausted = False
@@ -185,6 +188,16 @@ class Collector:
             self._victim_exhausted = True
             self.stats.stopped_by = "victim-exhausted"
             return chunk
+        except Blocked:
+            # Detection (or a revoked key) stops the attack; what was paid so far is kept.
+            self._victim_exhausted = True
+            self.stats.stopped_by = "blocked"
+            self.stats.extra.setdefault("blocked_after_paid", self.stats.paid)
+            return chunk
+        except RetriesExhausted:
+            self._victim_exhausted = True
+            self.stats.stopped_by = "throttled"
+            return chunk
         self.stats.requests += 1
         self.stats.paid += len(misses)
         paid = {
@@ -199,10 +212,12 @@ class Collector:
 
     def _write(self, chunk: _Chunk) -> None:
         rows = zip(chunk.queries, chunk.hashes, chunk.answers, strict=True)
+        written: list[QueryClip] = []
         for row, (query, clip_hash, answer) in enumerate(rows):
             if answer is None or self._gap:  # the victim stopped answering mid-run
                 self._gap = True
                 break
+            written.append(query)
             self.writer.append(
                 query.clip,
                 clip_hash=clip_hash,
@@ -213,5 +228,7 @@ class Collector:
             )
             self.stats.clips += 1
             self.stats.cache_hits += row not in chunk.paid_rows
+        if self.observer is not None and written:
+            self.observer(written, [a for a in chunk.answers[: len(written)] if a is not None])
         if self.progress is not None:
             self.progress(self.stats)

@@ -77,6 +77,25 @@ class EvalSection(_Strict):
         return self
 
 
+class StealthSection(_Strict):
+    """Shape the query stream to keep a locally computed PRADA W above ``target_w``."""
+
+    enabled: bool = False
+    natural: SourceConfig | None = Field(default=None, discriminator="kind")
+    target_w: Annotated[float, Field(gt=0, lt=1)] = 0.95
+    calibration_clips: Annotated[int, Field(ge=50)] = 400
+    start_fraction: Annotated[float, Field(ge=0, le=1)] = 0.5
+    min_fraction: Annotated[float, Field(ge=0, le=1)] = 0.0
+    max_fraction: Annotated[float, Field(ge=0, le=1)] = 1.0
+    min_spacing: Annotated[float, Field(ge=0)] = 0.05
+
+    @model_validator(mode="after")
+    def _needs_natural(self) -> StealthSection:
+        if self.enabled and self.natural is None:
+            raise ValueError("stealth needs a natural source to mix in (stealth.natural)")
+        return self
+
+
 class AttackConfig(_Strict):
     name: str = "attack"
     victim: VictimConfig = Field(default_factory=VictimConfig)
@@ -88,6 +107,7 @@ class AttackConfig(_Strict):
     student: StudentSection = Field(default_factory=StudentSection)
     train: TrainSection = Field(default_factory=TrainSection)
     eval: EvalSection = Field(default_factory=EvalSection)
+    stealth: StealthSection = Field(default_factory=StealthSection)
     metrics_port: int | None = None
 
 

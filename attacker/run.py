@@ -3,6 +3,7 @@ set, train a fresh student per budget point, evaluate, export, report."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Callable
@@ -24,9 +25,11 @@ from attacker.eval.fidelity import EvalSet, evaluate
 from attacker.eval.report import write_report
 from attacker.provenance import write_provenance
 from attacker.sources import ClipShape, SourceConfig, build_source
+from attacker.stealth import StealthShaper
 from attacker.students import StudentPreprocessing, create_student, export_student
 from attacker.train.loop import TrainSettings, train_student
 from attacker.train.losses import build_loss, default_loss_for
+from shared.detection import NaturalnessEmbedding
 from shared.hashing import victim_identity
 from shared.schemas import ModelInfo, OutputMode
 
@@ -151,6 +154,7 @@ async def run_attack(
         "loss": loss_name,
         "student": {"architecture": config.student.architecture, "export": str(export_dir)},
         "collect": asdict(collect),
+        "detection": _detection_summary(collect),
         "eval": {
             "clips": len(eval_set),
             "paid": eval_set.paid,
@@ -196,7 +200,11 @@ async def _collect(
         output=info.output.value,
         labels=list(info.labels),
         clip_shape=[shape.frames, shape.height, shape.width, 3],
-        extra={"source": config.query.source.model_dump(mode="json"), "seed": config.seed},
+        extra={
+            "source": config.query.source.model_dump(mode="json"),
+            "seed": config.seed,
+            "stealth": config.stealth.model_dump(mode="json"),
+        },
     )
     bar = tqdm(total=config.budget, desc="queries", unit="clip", disable=not show_progress)
 
@@ -207,7 +215,9 @@ async def _collect(
             hooks.on_collect(stats)
 
     root = config.out / "transfer"
-    previous = set_aside_previous(root, manifest)
+    shaper = _stealth_shaper(config, shape)
+    # A stealth stream depends on the answers it got, so it is never replayed.
+    previous = None if shaper is not None else set_aside_previous(root, manifest)
     with TransferSetWriter(root, manifest) as writer:
         collector = Collector(
             client=client,
@@ -218,14 +228,22 @@ async def _collect(
             batch_clips=config.query.batch_clips,
             concurrency=config.query.concurrency,
             progress=progress,
+            observer=shaper.observe if shaper is not None else None,
         )
         stats = await collector.run(
-            replay_then_live(
+            iter(shaper)
+            if shaper is not None
+            else replay_then_live(
                 previous,
                 lambda: iter(build_source(config.query.source, shape=shape, seed=config.seed)),
             )
         )
     discard_previous(previous)
+    if shaper is not None:
+        stats.extra["stealth"] = {
+            **shaper.stats.to_dict(),
+            "queries_before_alarm": stats.extra.get("blocked_after_paid"),
+        }
     stats.extra["replayed_from_previous_run"] = 0 if previous is None else len(previous)
     bar.close()
     return stats
@@ -272,6 +290,48 @@ async def _label_eval_set(
         true_labels=np.array([-1 if t is None else t for t in sink.true_labels], dtype=np.int64),
         paid=stats.paid,
     ), eval_info
+
+
+def _detection_summary(collect: CollectStats) -> str | None:
+    """What the attacker saw of the victim's detection, and what its stealth mode did."""
+    parts = []
+    if collect.stopped_by == "blocked":
+        parts.append(
+            f"blocked by the victim after {collect.extra.get('blocked_after_paid')} paid queries"
+        )
+    elif collect.stopped_by == "throttled":
+        parts.append(f"throttled by the victim after {collect.paid} paid queries")
+    stealth = collect.extra.get("stealth")
+    if stealth:
+        min_w = stealth["local_min_w"]
+        parts.append(
+            f"stealth: {stealth['natural']} natural + {stealth['attack']} attack clips "
+            f"(final natural share {stealth['natural_fraction']}), local PRADA W min "
+            f"{'n/a' if min_w is None else round(min_w, 3)}; queries before any alarm: "
+            f"{stealth['queries_before_alarm'] or 'all (never blocked)'}"
+        )
+    return "; ".join(parts) or None
+
+
+def _stealth_shaper(config: AttackConfig, shape: ClipShape) -> StealthShaper | None:
+    stealth = config.stealth
+    if not stealth.enabled or stealth.natural is None:
+        return None
+    # Calibrate on natural clips that are never sent (another seed than the mixed-in ones).
+    calibration = build_source(stealth.natural, shape=shape, seed=config.seed + 2_000_003)
+    clips = np.stack(
+        [q.clip for q in itertools.islice(iter(calibration), stealth.calibration_clips)]
+    )
+    return StealthShaper(
+        iter(build_source(config.query.source, shape=shape, seed=config.seed)),
+        iter(build_source(stealth.natural, shape=shape, seed=config.seed + 7)),
+        NaturalnessEmbedding.fit(clips),
+        target_w=stealth.target_w,
+        start_fraction=stealth.start_fraction,
+        min_fraction=stealth.min_fraction,
+        max_fraction=stealth.max_fraction,
+        min_spacing=stealth.min_spacing,
+    )
 
 
 def _fresh_student(config: AttackConfig, info: ModelInfo, shape: ClipShape) -> Any:

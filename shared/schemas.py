@@ -104,7 +104,7 @@ DetectionAction = Literal["log", "throttle", "block", "poison"]
 
 class DetectionPolicy(_Wire):
     detector: DetectorName = "none"
-    delta: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.9
+    delta: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.85
     action: DetectionAction = "log"
 
 

@@ -21,10 +21,8 @@ PREVIOUS_SUFFIX = ".previous"
 
 
 def _same_stream(old: TransferManifest, new: TransferManifest) -> bool:
-    return (
-        old.clip_shape == new.clip_shape
-        and old.extra.get("source") == new.extra.get("source")
-        and old.extra.get("seed") == new.extra.get("seed")
+    return old.clip_shape == new.clip_shape and all(
+        old.extra.get(part) == new.extra.get(part) for part in ("source", "seed", "stealth")
     )
 
 

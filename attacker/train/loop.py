@@ -1,5 +1,6 @@
 """Train a student on (a prefix of) the transfer set: AdamW, lower backbone LR, cosine or
-reduce-on-plateau, checkpoint and resume, a progress bar."""
+reduce-on-plateau, checkpoint and resume, a progress bar; optionally under torchrun with DDP
+(see :mod:`attacker.train.distributed`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tqdm.auto import tqdm
 
 from attacker.data import TransferDataset, TransferSet, collate
 from attacker.students import StudentModel, student_preprocess
+from attacker.train.distributed import DistributedContext
 from attacker.train.losses import LossFn, targets_from_results
 from shared.schemas import OutputMode
 
@@ -79,15 +81,37 @@ def train_student(
     on_epoch_end: EpochHook | None = None,
     desc: str = "train",
     show_progress: bool = True,
+    distributed: DistributedContext | None = None,
 ) -> TrainResult:
     """Train in place. With ``checkpoint``, state is saved each epoch and a rerun resumes from it
-    (only if its ``fingerprint`` -- data and settings -- matches; otherwise training restarts)."""
+    (only if its ``fingerprint`` -- data and settings -- matches; otherwise training restarts).
+
+    With ``distributed`` (every rank calls this with the same arguments), each rank trains on its
+    shard of every epoch with ``settings.batch_size`` as the global batch, so steps and learning
+    rates are those of one process; the model is wrapped in DDP for the duration, only the main
+    rank shows progress and writes the checkpoint, and the history holds losses averaged over
+    all ranks. ``on_epoch_end`` runs on every rank; the main rank's metric drives the plateau
+    schedule everywhere.
+    """
     config = model.student_config
     mode = OutputMode(transfer.manifest.output)
-    dataset = TransferDataset(transfer, limit=limit, shuffle=True, seed=settings.seed)
-    loader = DataLoader(dataset, batch_size=settings.batch_size, collate_fn=collate)
-    steps_per_epoch = math.ceil(len(dataset) / settings.batch_size)
+    rank, world_size = (0, 1) if distributed is None else (distributed.rank, distributed.world_size)
+    is_main = rank == 0
+    batch_size = -(-settings.batch_size // world_size)  # this rank's share of the global batch
+    dataset = TransferDataset(
+        transfer,
+        limit=limit,
+        shuffle=True,
+        seed=settings.seed,
+        rank=rank,
+        world_size=world_size,
+    )
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate)
+    steps_per_epoch = math.ceil(len(dataset) / batch_size)
     total_steps = steps_per_epoch * settings.epochs
+    # DDP moves the model to the rank's device first, so the optimiser state lives there too.
+    net: nn.Module = model if distributed is None else distributed.wrap(model)
+    device = next(model.parameters()).device
     optimizer = build_optimizer(model, settings)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
     plateau = (
@@ -100,13 +124,15 @@ def train_student(
     if checkpoint is not None and checkpoint.is_file():
         start_epoch = _load_checkpoint(checkpoint, model, optimizer, fingerprint)
         result.resumed_from_epoch = start_epoch
+    if distributed is not None:
+        distributed.agree(start_epoch, "the epoch to resume from")
     step = start_epoch * steps_per_epoch
     started = time.perf_counter()
     bar = tqdm(
         total=total_steps,
         initial=step,
         desc=desc,
-        disable=not show_progress,
+        disable=not (show_progress and is_main),
         unit="step",
         leave=False,
     )
@@ -119,11 +145,11 @@ def train_student(
                 factor = _cosine_factor(step, total_steps, settings.warmup_steps)
                 for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
                     group["lr"] = base * factor
-            x = student_preprocess(batch.clips, config.preprocessing)
+            x = student_preprocess(batch.clips, config.preprocessing).to(device)
             targets = targets_from_results(
                 batch.results, config.num_classes, mode, batch.true_labels
             )
-            parts = loss_fn(model(x), targets)
+            parts = loss_fn(net(x), targets)
             optimizer.zero_grad(set_to_none=True)
             parts.total.backward()
             nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
@@ -134,15 +160,21 @@ def train_student(
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{parts.total.item():.3f}")
         metric = on_epoch_end(epoch, model) if on_epoch_end is not None else None
+        if distributed is not None:
+            metric = distributed.broadcast_float(metric)
+            running, total = distributed.sum([running, seen])
+            seen = round(total)
         if plateau is not None and metric is not None:
             plateau.step(metric)
         entry = {"epoch": epoch + 1, "loss": running / max(1, seen)}
         if metric is not None:
             entry["metric"] = metric
         result.history.append(entry)
-        if checkpoint is not None:
+        if checkpoint is not None and is_main:
             _save_checkpoint(checkpoint, model, optimizer, epoch + 1, fingerprint)
     bar.close()
+    if distributed is not None:
+        distributed.unwrap(model)
     model.eval()
     result.steps = step
     result.epochs = settings.epochs

@@ -15,7 +15,8 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from helpers.services import REPO, LiveVictim, start_victim
+from attacker.metrics import AttackerMetrics
+from helpers.services import REPO, LiveVictim, free_port, start_victim
 from helpers.victim import budget_of, create_key
 
 from attacker.config import load_config
@@ -56,7 +57,18 @@ async def test_run_in_process_spends_exactly_and_a_rerun_pays_nothing(
             "eval.points": [0.5, 1.0],
         },
     )
-    report = await run_attack(config, transport=victim_transport, show_progress=False)
+    metrics = AttackerMetrics("e2e")
+    port = free_port()
+    metrics.serve(port, host="127.0.0.1")
+    try:
+        report = await run_attack(config, transport=victim_transport, show_progress=False,
+                                  hooks=RunHooks(**metrics.hooks()))
+        scraped = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    finally:
+        metrics.close()
+    assert 'vidsteal_attacker_queries_paid_total{run="e2e"} 96.0' in scraped
+    assert 'vidsteal_attacker_phase{phase="done",run="e2e"} 1.0' in scraped
+    assert 'vidsteal_attacker_fidelity{queries="96",run="e2e"}' in scraped
     assert report["collect"]["paid"] == 96 and report["eval"]["paid"] == 64
     assert (await budget_of(victim_app, attack["api_key"]))["spent"] == 96
     assert (await budget_of(victim_app, evaluation["api_key"]))["spent"] == 64

@@ -1,0 +1,222 @@
+"""Train a fresh student on a finished run's transfer set, data-parallel under torchrun.
+
+    torchrun --nproc_per_node 2 -m attacker.train.ddp RUN_DIR [--epochs N] [--limit N] [--out DIR]
+    python -m attacker.train.ddp RUN_DIR            # one process, no torchrun
+
+Reads ``RUN_DIR/config.resolved.yaml`` (the student, loss and schedule of the run) and
+``RUN_DIR/transfer``, trains with :func:`~attacker.train.loop.train_student` (DDP when launched
+by torchrun), and on the main rank exports the student (default ``RUN_DIR/student-ddp``) and
+prints one JSON line: epochs, steps, seconds, world_size, the final loss, and a checksum of every
+rank's weights (``replicas_identical`` is true when DDP kept them equal). ``--audit`` adds the
+record indices each rank trained on in the first epoch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import torch
+import typer
+import yaml
+
+from attacker.config import AttackConfig, validate_config
+from attacker.data import TransferSet
+from attacker.data.dataset import TransferDataset
+from attacker.students import StudentModel, StudentPreprocessing, create_student, export_student
+from attacker.train.distributed import DistributedContext, distributed_from_env, state_checksum
+from attacker.train.loop import TrainSettings, train_student
+from attacker.train.losses import build_loss, default_loss_for
+from shared.schemas import OutputMode
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+_SECRET_FIELDS = ("api_key", "eval_api_key")  # redacted in the resolved config; not needed here
+
+
+def load_resolved_config(run_dir: Path) -> AttackConfig:
+    """The run's ``config.resolved.yaml``, validated, with the redacted secrets emptied."""
+    raw = yaml.safe_load((run_dir / "config.resolved.yaml").read_text(encoding="utf-8"))
+    if not isinstance(raw, dict):
+        raise ValueError(f"{run_dir}/config.resolved.yaml does not hold a mapping")
+    victim = raw.get("victim")
+    if isinstance(victim, dict):
+        for name in _SECRET_FIELDS:
+            if victim.get(name):
+                victim[name] = ""
+    return validate_config(raw, source=str(run_dir / "config.resolved.yaml"))
+
+
+def fresh_student(config: AttackConfig, transfer: TransferSet) -> StudentModel:
+    """The configured student for the transfer set's classes and clip shape (seeded init)."""
+    s = config.student
+    frames, height, width = transfer.manifest.clip_shape[:3]
+    prep = StudentPreprocessing(
+        frames=s.frames or frames,
+        height=s.height or height,
+        width=s.width or width,
+        mean=(0.45, 0.45, 0.45),
+        std=(0.225, 0.225, 0.225),
+    )
+    torch.manual_seed(config.seed)
+    labels = transfer.manifest.labels
+    return create_student(
+        s.architecture,
+        num_classes=len(labels),
+        preprocessing=prep,
+        labels=labels,
+        backbone_weights=s.backbone_weights,
+        **s.kwargs,
+    )
+
+
+def train_settings(config: AttackConfig, epochs: int | None = None) -> TrainSettings:
+    t = config.train
+    return TrainSettings(
+        epochs=epochs or t.epochs,
+        batch_size=t.batch_size,
+        lr=t.lr,
+        backbone_lr_ratio=t.backbone_lr_ratio,
+        weight_decay=t.weight_decay,
+        schedule=t.schedule,
+        warmup_steps=t.warmup_steps,
+        seed=config.seed,
+    )
+
+
+def train_from_run(
+    run_dir: Path,
+    *,
+    distributed: DistributedContext | None,
+    epochs: int | None = None,
+    limit: int | None = None,
+    out: Path | None = None,
+    checkpoint: Path | None = None,
+    show_progress: bool = True,
+    audit: bool = False,
+) -> dict[str, Any] | None:
+    """Train and (main rank) export; the summary on the main rank, ``None`` on the others."""
+    config = load_resolved_config(run_dir)
+    if config.train.threads > 0:
+        torch.set_num_threads(config.train.threads)
+    transfer = TransferSet(run_dir / "transfer")
+    mode = OutputMode(transfer.manifest.output)
+    loss_name = default_loss_for(mode) if config.train.loss == "auto" else config.train.loss
+    loss_fn = build_loss(
+        loss_name,
+        mode,
+        temperature=config.train.temperature,
+        true_label_weight=config.train.true_label_weight,
+    )
+    settings = train_settings(config, epochs)
+    rank, world_size = (0, 1) if distributed is None else (distributed.rank, distributed.world_size)
+    count = len(transfer) if limit is None else min(limit, len(transfer))
+    student = fresh_student(config, transfer)
+    result = train_student(
+        student,
+        transfer,
+        loss_fn,
+        settings,
+        limit=count,
+        checkpoint=checkpoint,
+        fingerprint=_fingerprint(transfer, count, settings, config, world_size),
+        desc=f"train {count} queries x{world_size}",
+        show_progress=show_progress,
+        distributed=distributed,
+    )
+    mine: dict[str, Any] = {"rank": rank, "checksum": state_checksum(student)}
+    if audit:
+        shard = TransferDataset(
+            transfer, limit=count, seed=settings.seed, rank=rank, world_size=world_size
+        )
+        mine["epoch0_records"] = [record.index for record in shard.epoch_records()]
+    ranks = [mine] if distributed is None else distributed.gather(mine)
+    if rank != 0:
+        return None
+    export = export_student(student, out or run_dir / "student-ddp").parent
+    checksums = [r["checksum"] for r in ranks if isinstance(r, dict)]
+    summary: dict[str, Any] = {
+        "export": str(export),
+        "queries": count,
+        "loss": loss_name,
+        "epochs": result.epochs,
+        "steps": result.steps,
+        "seconds": round(result.seconds, 3),
+        "world_size": world_size,
+        "backend": "none" if distributed is None else distributed.backend,
+        "final_loss": result.history[-1]["loss"] if result.history else None,
+        "resumed_from_epoch": result.resumed_from_epoch,
+        "checksums": checksums,
+        "replicas_identical": len(set(checksums)) == 1,
+    }
+    if audit:
+        summary["epoch0_records"] = [r["epoch0_records"] for r in ranks if isinstance(r, dict)]
+    return summary
+
+
+def _fingerprint(
+    transfer: TransferSet,
+    limit: int,
+    settings: TrainSettings,
+    config: AttackConfig,
+    world_size: int,
+) -> str:
+    """What a checkpoint was trained on (data, settings, student, world size)."""
+    payload = json.dumps(
+        [
+            [r.clip_hash for r in transfer.records[:limit]],
+            asdict(settings),
+            config.student.model_dump(mode="json"),
+            config.train.model_dump(mode="json"),
+            world_size,
+        ],
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.blake2b(payload.encode(), digest_size=16).hexdigest()
+
+
+@app.command()
+def main(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A finished run directory.")],
+    epochs: Annotated[int | None, typer.Option(min=1, help="Override train.epochs.")] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Train on the first N records (default: all).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Export directory (default: RUN_DIR/student-ddp).")
+    ] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="Save each epoch here (main rank) and resume from it.")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Progress bar on the main rank.")] = True,
+    audit: Annotated[
+        bool, typer.Option(help="Report each rank's first-epoch record indices.")
+    ] = False,
+) -> None:
+    """Train a fresh student on RUN_DIR's transfer set (DDP under torchrun) and export it."""
+    if not (run_dir / "config.resolved.yaml").is_file() or not (run_dir / "transfer").is_dir():
+        typer.echo(f"error: {run_dir} has no config.resolved.yaml and transfer/", err=True)
+        raise typer.Exit(code=2)
+    with distributed_from_env() as distributed:
+        summary = train_from_run(
+            run_dir,
+            distributed=distributed,
+            epochs=epochs,
+            limit=limit,
+            out=out,
+            checkpoint=checkpoint,
+            show_progress=progress,
+            audit=audit,
+        )
+        if summary is not None:
+            typer.echo(json.dumps(summary))
+        if distributed is not None:
+            distributed.barrier()  # others wait until the export is written
+
+
+if __name__ == "__main__":
+    app(prog_name="python -m attacker.train.ddp")
