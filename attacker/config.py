@@ -55,6 +55,8 @@ class TrainSection(_Strict):
     temperature: Annotated[float, Field(gt=0)] = 1.0
     true_label_weight: Annotated[float, Field(ge=0)] = 0.0
     epochs: Annotated[int, Field(ge=1)] = 20
+    # Caps epochs x clips per budget point, so larger transfer sets get fewer epochs.
+    max_clip_steps: Annotated[int, Field(ge=1)] | None = None
     batch_size: Annotated[int, Field(ge=1)] = 64
     lr: Annotated[float, Field(gt=0)] = 1.5e-3
     backbone_lr_ratio: Annotated[float, Field(gt=0, le=1)] = 1.0

@@ -113,7 +113,7 @@ async def run_attack(
             temperature=config.train.temperature,
             true_label_weight=config.train.true_label_weight,
         )
-        settings = _train_settings(config)
+        settings = _train_settings(config, limit)
         trained = train_student(
             student,
             transfer,
@@ -353,10 +353,13 @@ def _fresh_student(config: AttackConfig, info: ModelInfo, shape: ClipShape) -> A
     )
 
 
-def _train_settings(config: AttackConfig) -> TrainSettings:
+def _train_settings(config: AttackConfig, clips: int) -> TrainSettings:
     t = config.train
+    epochs = t.epochs
+    if t.max_clip_steps is not None:
+        epochs = max(1, min(epochs, t.max_clip_steps // max(1, clips)))
     return TrainSettings(
-        epochs=t.epochs,
+        epochs=epochs,
         batch_size=t.batch_size,
         lr=t.lr,
         backbone_lr_ratio=t.backbone_lr_ratio,

@@ -30,23 +30,23 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, write_result  # noqa: E402
+from _common import RESULTS, write_result
 
-from attacker.data import TransferManifest, TransferSet, TransferSetWriter  # noqa: E402
-from attacker.eval.fidelity import EvalSet, evaluate  # noqa: E402
-from attacker.sources import ClipShape, QueryClip, build_source  # noqa: E402
-from attacker.stealth import StealthShaper  # noqa: E402
-from attacker.students import StudentPreprocessing, create_student  # noqa: E402
-from attacker.train.losses import build_loss  # noqa: E402
-from attacker.train.loop import TrainSettings, train_student  # noqa: E402
-from shared.codec import NPY_CONTENT_TYPE, encode_npy  # noqa: E402
-from shared.detection import NaturalnessEmbedding  # noqa: E402
-from shared.schemas import OutputMode  # noqa: E402
-from shared.synthactions import NUM_CLASSES, SynthActions  # noqa: E402
-from shared.video import encode_mp4  # noqa: E402
-from victim_server.app import create_app  # noqa: E402
-from victim_server.settings import Settings  # noqa: E402
-from vidsteal.processes import start_redis  # noqa: E402
+from attacker.data import TransferManifest, TransferSet, TransferSetWriter
+from attacker.eval.fidelity import EvalSet, evaluate
+from attacker.sources import ClipShape, QueryClip, build_source
+from attacker.stealth import StealthShaper
+from attacker.students import StudentPreprocessing, create_student
+from attacker.train.loop import TrainSettings, train_student
+from attacker.train.losses import build_loss
+from shared.codec import NPY_CONTENT_TYPE, encode_npy
+from shared.detection import NaturalnessEmbedding
+from shared.schemas import OutputMode
+from shared.synthactions import NUM_CLASSES, SynthActions
+from shared.video import encode_mp4
+from victim_server.app import create_app
+from victim_server.settings import Settings
+from vidsteal.processes import start_redis
 
 DELTAS = (0.85, 0.90, 0.95)
 DEFAULT_DELTA = 0.85
@@ -57,13 +57,15 @@ BATCH = 10
 def video_folder(root: Path, *, seed: int, videos: int, layered: bool) -> Path:
     """mp4 files in UCF101 layout: SynthActions (benign) or layered affine scenes (attack)."""
     if layered:
-        source = iter(build_source({"kind": "stacked_affine", "layered": 1.0},
-                                   shape=ClipShape(48, 64, 64), seed=seed))
+        source = iter(
+            build_source(
+                {"kind": "stacked_affine", "layered": 1.0}, shape=ClipShape(48, 64, 64), seed=seed
+            )
+        )
         for i in range(videos):
             folder = root / f"Scene{i % 8}"
             folder.mkdir(parents=True, exist_ok=True)
-            (folder / f"v_Scene{i % 8}_g{i:03d}_c01.mp4").write_bytes(
-                encode_mp4(next(source).clip))
+            (folder / f"v_Scene{i % 8}_g{i:03d}_c01.mp4").write_bytes(encode_mp4(next(source).clip))
         return root
     data = SynthActions(seed=seed, frames=48, height=64, width=64)
     for i in range(videos):
@@ -87,15 +89,27 @@ def realistic_benign(seed: int) -> Iterator[QueryClip]:
                 by_class[data.label(index)].append(index)
                 index += 1
             i = by_class[label].pop(0)
-            yield QueryClip(clip=data.clip(i), recipe={"seed": seed, "index": i},
-                            true_label=label)
+            yield QueryClip(clip=data.clip(i), recipe={"seed": seed, "index": i}, true_label=label)
 
 
-async def trajectory(client: httpx.AsyncClient, admin: dict[str, str], stream: Iterator[QueryClip],
-                     budget: int, shaper: StealthShaper | None = None) -> dict[str, Any]:
-    key = (await client.post("/admin/keys", headers=admin, json={
-        "budget": budget, "output": "probs",
-        "detection": {"detector": "prada", "delta": DEFAULT_DELTA, "action": "log"}})).json()
+async def trajectory(
+    client: httpx.AsyncClient,
+    admin: dict[str, str],
+    stream: Iterator[QueryClip],
+    budget: int,
+    shaper: StealthShaper | None = None,
+) -> dict[str, Any]:
+    key = (
+        await client.post(
+            "/admin/keys",
+            headers=admin,
+            json={
+                "budget": budget,
+                "output": "probs",
+                "detection": {"detector": "prada", "delta": DEFAULT_DELTA, "action": "log"},
+            },
+        )
+    ).json()
     auth = {"Authorization": f"Bearer {key['api_key']}", "Content-Type": NPY_CONTENT_TYPE}
     sent: list[QueryClip] = []
     answers: list[dict[str, Any]] = []
@@ -105,50 +119,84 @@ async def trajectory(client: httpx.AsyncClient, admin: dict[str, str], stream: I
         batch = list(itertools.islice(stream, BATCH))
         if not batch:
             break
-        r = await client.post("/v1/classify", content=encode_npy(np.stack([q.clip for q in batch])),
-                              headers=auth)
+        r = await client.post(
+            "/v1/classify", content=encode_npy(np.stack([q.clip for q in batch])), headers=auth
+        )
         r.raise_for_status()
         results = r.json()["results"]
         if shaper is not None:
             shaper.observe(batch, results)
         sent += batch
         answers += results
-        status = (await client.get(f"/admin/keys/{key['key_id']}/detection",
-                                   headers=admin)).json()
+        status = (await client.get(f"/admin/keys/{key['key_id']}/detection", headers=admin)).json()
         if status["w"] is not None:
             ws.append((status["queries"], status["w"]))
     first = {str(d): next((q for q, w in ws if w < d), None) for d in DELTAS}
-    return {"queries": len(sent), "first_alarm": first, "min_w": min((w for _, w in ws),
-            default=None), "final_w": ws[-1][1] if ws else None, "w_trajectory": ws,
-            "seconds": round(time.perf_counter() - started, 1), "_sent": sent,
-            "_answers": answers}
+    return {
+        "queries": len(sent),
+        "first_alarm": first,
+        "min_w": min((w for _, w in ws), default=None),
+        "final_w": ws[-1][1] if ws else None,
+        "w_trajectory": ws,
+        "seconds": round(time.perf_counter() - started, 1),
+        "_sent": sent,
+        "_answers": answers,
+    }
 
 
-def fidelity_before(sent: list[QueryClip], answers: list[dict[str, Any]], limit: int,
-                    eval_set: EvalSet, workdir: Path, epochs: int) -> float | None:
+def fidelity_before(
+    sent: list[QueryClip],
+    answers: list[dict[str, Any]],
+    limit: int,
+    eval_set: EvalSet,
+    workdir: Path,
+    epochs: int,
+) -> float | None:
     if limit < 50:
         return None  # too few answers to train anything meaningful
-    manifest = TransferManifest(victim={}, output="probs",
-                                labels=[str(i) for i in range(NUM_CLASSES)],
-                                clip_shape=[16, 32, 32, 3])
+    manifest = TransferManifest(
+        victim={},
+        output="probs",
+        labels=[str(i) for i in range(NUM_CLASSES)],
+        clip_shape=[16, 32, 32, 3],
+    )
     with TransferSetWriter(workdir, manifest) as writer:
         for q, a in zip(sent[:limit], answers[:limit], strict=True):
-            writer.append(q.clip, clip_hash=f"{len(writer.manifest.victim)}", recipe={}, result=a,
-                          true_label=q.true_label, paid=True)
+            writer.append(
+                q.clip,
+                clip_hash=f"{len(writer.manifest.victim)}",
+                recipe={},
+                result=a,
+                true_label=q.true_label,
+                paid=True,
+            )
     torch.manual_seed(0)
-    student = create_student("tiny3d", num_classes=NUM_CLASSES, labels=manifest.labels,
-                             preprocessing=StudentPreprocessing(16, 32, 32, (0.45,) * 3,
-                                                                (0.225,) * 3))
-    train_student(student, TransferSet(workdir), build_loss("kl", OutputMode.PROBS),
-                  TrainSettings(epochs=epochs, lr=1.5e-3), show_progress=False)
+    student = create_student(
+        "tiny3d",
+        num_classes=NUM_CLASSES,
+        labels=manifest.labels,
+        preprocessing=StudentPreprocessing(16, 32, 32, (0.45,) * 3, (0.225,) * 3),
+    )
+    train_student(
+        student,
+        TransferSet(workdir),
+        build_loss("kl", OutputMode.PROBS),
+        TrainSettings(epochs=epochs, lr=1.5e-3),
+        show_progress=False,
+    )
     return evaluate(student, eval_set).top1_agreement
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(2)
-    results: dict[str, Any] = {"budget": args.budget, "benign_queries": args.benign,
-                               "deltas": list(DELTAS), "default_delta": DEFAULT_DELTA,
-                               "attacks": {}, "benign": {}}
+    results: dict[str, Any] = {
+        "budget": args.budget,
+        "benign_queries": args.benign,
+        "deltas": list(DELTAS),
+        "default_delta": DEFAULT_DELTA,
+        "attacks": {},
+        "benign": {},
+    }
     admin_token = secrets.token_hex(16)
     admin = {"Authorization": f"Bearer {admin_token}"}
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -158,17 +206,26 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         try:
             async with app.router.lifespan_context(app):
                 transport = httpx.ASGITransport(app=app)
-                async with httpx.AsyncClient(transport=transport, base_url="http://v",
-                                             timeout=120) as client:
+                async with httpx.AsyncClient(
+                    transport=transport, base_url="http://v", timeout=120
+                ) as client:
                     eval_clips, eval_labels = SynthActions(seed=424242).batch(0, 500)
-                    key = (await client.post("/admin/keys", headers=admin,
-                                             json={"budget": 500, "output": "label"})).json()
-                    eval_auth = {"Authorization": f"Bearer {key['api_key']}",
-                                 "Content-Type": NPY_CONTENT_TYPE}
+                    key = (
+                        await client.post(
+                            "/admin/keys", headers=admin, json={"budget": 500, "output": "label"}
+                        )
+                    ).json()
+                    eval_auth = {
+                        "Authorization": f"Bearer {key['api_key']}",
+                        "Content-Type": NPY_CONTENT_TYPE,
+                    }
                     victim_top1 = []
                     for start in range(0, len(eval_clips), 250):
-                        r = await client.post("/v1/classify", headers=eval_auth,
-                                              content=encode_npy(eval_clips[start:start + 250]))
+                        r = await client.post(
+                            "/v1/classify",
+                            headers=eval_auth,
+                            content=encode_npy(eval_clips[start : start + 250]),
+                        )
                         victim_top1 += [x["index"] for x in r.json()["results"]]
                     eval_set = EvalSet(eval_clips, np.array(victim_top1), eval_labels)
                     videos = video_folder(tmp / "aux_videos", seed=5, videos=120, layered=True)
@@ -177,22 +234,33 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                         "noise": {"kind": "noise"},
                         "stacked_affine": {"kind": "stacked_affine"},
                         "stacked_affine_layered": {"kind": "stacked_affine", "layered": 0.8},
-                        "video_folder": {"kind": "video_folder", "root": str(videos),
-                                         "clips_per_video": 8},
+                        "video_folder": {
+                            "kind": "video_folder",
+                            "root": str(videos),
+                            "clips_per_video": 8,
+                        },
                         "labelled_subset": natural,
                     }
                     for name, config in [*attacks.items(), ("stealth", None)]:
                         print(f"attack {name} ...", flush=True)
                         shaper = None
                         if config is None:
-                            calib = np.stack([q.clip for q in itertools.islice(
-                                iter(build_source(natural, shape=SHAPE, seed=1)), 400)])
+                            calib = np.stack(
+                                [
+                                    q.clip
+                                    for q in itertools.islice(
+                                        iter(build_source(natural, shape=SHAPE, seed=1)), 400
+                                    )
+                                ]
+                            )
                             shaper = StealthShaper(
-                                iter(build_source(attacks["stacked_affine"], shape=SHAPE,
-                                                  seed=0)),
-                                iter(build_source({**natural, "offset": 50_000}, shape=SHAPE,
-                                                  seed=0)),
-                                NaturalnessEmbedding.fit(calib), target_w=0.95)
+                                iter(build_source(attacks["stacked_affine"], shape=SHAPE, seed=0)),
+                                iter(
+                                    build_source({**natural, "offset": 50_000}, shape=SHAPE, seed=0)
+                                ),
+                                NaturalnessEmbedding.fit(calib),
+                                target_w=0.95,
+                            )
                             stream: Iterator[QueryClip] = iter(shaper)
                         else:
                             stream = iter(build_source(config, shape=SHAPE, seed=0))
@@ -202,32 +270,52 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                         before = alarm if alarm is not None else len(sent)
                         run["queries_before_alarm_at_default_delta"] = before
                         run["fidelity_before_alarm"] = fidelity_before(
-                            sent, answers, before, eval_set, tmp / f"t-{name}", args.epochs)
+                            sent, answers, before, eval_set, tmp / f"t-{name}", args.epochs
+                        )
                         if shaper is not None:
-                            run["stealth"] = {k: v for k, v in shaper.stats.to_dict().items()
-                                              if k != "w_history"}
+                            run["stealth"] = {
+                                k: v for k, v in shaper.stats.to_dict().items() if k != "w_history"
+                            }
                         results["attacks"][name] = run
-                        print(f"  first alarm {run['first_alarm']}; fidelity before alarm "
-                              f"{run['fidelity_before_alarm']}", flush=True)
-                    benign_videos = video_folder(tmp / "benign_videos", seed=8080, videos=2600,
-                                                 layered=False)
+                        print(
+                            f"  first alarm {run['first_alarm']}; fidelity before alarm "
+                            f"{run['fidelity_before_alarm']}",
+                            flush=True,
+                        )
+                    benign_videos = video_folder(
+                        tmp / "benign_videos", seed=8080, videos=2600, layered=False
+                    )
                     for name, stream in [
                         ("synthactions_sessions", realistic_benign(31337)),
-                        ("video_folder", (QueryClip(clip=q.clip, recipe=q.recipe) for q in
-                                          build_source({"kind": "video_folder",
-                                                        "root": str(benign_videos),
-                                                        "clips_per_video": 2}, shape=SHAPE,
-                                                       seed=0))),
+                        (
+                            "video_folder",
+                            (
+                                QueryClip(clip=q.clip, recipe=q.recipe)
+                                for q in build_source(
+                                    {
+                                        "kind": "video_folder",
+                                        "root": str(benign_videos),
+                                        "clips_per_video": 2,
+                                    },
+                                    shape=SHAPE,
+                                    seed=0,
+                                )
+                            ),
+                        ),
                     ]:
                         print(f"benign {name} ...", flush=True)
                         run = await trajectory(client, admin, stream, args.benign)
                         run.pop("_sent")
                         run.pop("_answers")
-                        run["false_alarms"] = {d: run["first_alarm"][d] is not None
-                                               for d in run["first_alarm"]}
+                        run["false_alarms"] = {
+                            d: run["first_alarm"][d] is not None for d in run["first_alarm"]
+                        }
                         results["benign"][name] = run
-                        print(f"  queries {run['queries']}, min W {run['min_w']}, "
-                              f"first alarm {run['first_alarm']}", flush=True)
+                        print(
+                            f"  queries {run['queries']}, min W {run['min_w']}, "
+                            f"first alarm {run['first_alarm']}",
+                            flush=True,
+                        )
         finally:
             redis.stop()
     return results
@@ -244,8 +332,12 @@ def plot(results: dict[str, Any], path: Path) -> None:
         for name, run in results[group].items():
             traj = run["w_trajectory"]
             if traj:
-                ax.plot([q for q, _ in traj], [w for _, w in traj], style,
-                        label=f"{'benign: ' if group == 'benign' else ''}{name}")
+                ax.plot(
+                    [q for q, _ in traj],
+                    [w for _, w in traj],
+                    style,
+                    label=f"{'benign: ' if group == 'benign' else ''}{name}",
+                )
     for d in DELTAS:
         ax.axhline(d, color="grey", lw=0.7, ls="--")
     ax.set_xlabel("queries")
@@ -273,7 +365,9 @@ if __name__ == "__main__":
     for group in ("attacks", "benign"):
         for name, run in out[group].items():
             fa = run["first_alarm"]
-            print(f"| {group[:-1] if group == 'attacks' else 'benign'} {name} | {fa['0.85']} | "
-                  f"{fa['0.9']} | {fa['0.95']} | {run['min_w']:.3f} | "
-                  f"{run.get('fidelity_before_alarm')} |")
+            print(
+                f"| {group[:-1] if group == 'attacks' else 'benign'} {name} | {fa['0.85']} | "
+                f"{fa['0.9']} | {fa['0.95']} | {run['min_w']:.3f} | "
+                f"{run.get('fidelity_before_alarm')} |"
+            )
     print(f"wrote {path}")

@@ -15,12 +15,12 @@ from typing import Any
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from attacker.metrics import AttackerMetrics
 from helpers.services import REPO, LiveVictim, free_port, start_victim
 from helpers.victim import budget_of, create_key
 
 from attacker.config import load_config
 from attacker.data import TransferSet
+from attacker.metrics import AttackerMetrics
 from attacker.run import RunHooks, run_attack
 
 EXAMPLES = REPO / "examples"
@@ -61,8 +61,12 @@ async def test_run_in_process_spends_exactly_and_a_rerun_pays_nothing(
     port = free_port()
     metrics.serve(port, host="127.0.0.1")
     try:
-        report = await run_attack(config, transport=victim_transport, show_progress=False,
-                                  hooks=RunHooks(**metrics.hooks()))
+        report = await run_attack(
+            config,
+            transport=victim_transport,
+            show_progress=False,
+            hooks=RunHooks(**metrics.hooks()),
+        )
         scraped = httpx.get(f"http://127.0.0.1:{port}/metrics").text
     finally:
         metrics.close()
