@@ -114,7 +114,9 @@ def serve_command(
     max_queue_clips: Annotated[
         int | None, typer.Option(help="Queue bound [VIDSTEAL_MAX_QUEUE_CLIPS].")
     ] = None,
-    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
+    workers: Annotated[
+        int, typer.Option(min=1, envvar="VIDSTEAL_WORKERS", help="uvicorn worker processes.")
+    ] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve the victim API. VIDSTEAL_ADMIN_TOKEN must be set to a non-default secret."""

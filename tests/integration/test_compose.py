@@ -139,7 +139,7 @@ def test_compose_config_renders_with_a_filled_env_file(
     attack, evaluation = settings.bootstrap_keys
     assert attack.api_key == secret_values["VIDSTEAL_API_KEY"]
     assert (attack.budget, attack.output.value) == (5000, "probs")
-    assert attack.detection.detector == "prada" and attack.detection.delta == 0.9
+    assert attack.detection.detector == "prada" and attack.detection.delta == 0.85
     assert attack.detection.action == "log"
     assert evaluation.api_key == secret_values["VIDSTEAL_EVAL_API_KEY"]
     assert (evaluation.budget, evaluation.output.value) == (1000, "label")

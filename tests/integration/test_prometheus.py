@@ -34,7 +34,7 @@ DASHBOARD_VARIABLES = {
     "$__range": "1m",
     "$key_id": ".*",
     "$route": ".*",
-    "$delta": "0.9",
+    "$delta": "0.85",
 }
 
 pytestmark = pytest.mark.skipif(

@@ -430,6 +430,35 @@ async def test_two_server_processes_on_one_redis_never_overspend(
             victim.stop()
 
 
+async def test_uvicorn_workers_share_budget_and_aggregate_metrics(
+    redis_url: str, tmp_path: Path
+) -> None:
+    victim = start_victim(redis_url, tmp_path / "workers.log", workers=2)
+    try:
+        admin = _client(victim)
+        key = await create_key(admin, budget=60)
+        two = clips(2)
+
+        async def one_request() -> int:
+            # A fresh connection each time, so the kernel spreads requests over both workers.
+            async with _client(victim) as client:
+                response = await client.post("/v1/classify", **npy_request(two, key["api_key"]))
+                return response.status_code
+
+        codes = await asyncio.gather(*[one_request() for _ in range(40)])
+        assert codes.count(200) == 30 and codes.count(429) == 10
+        text = (await admin.get("/metrics")).text
+        kid = key["key_id"]
+        assert _sample(text, "vidsteal_queries_total", key_id=kid, outcome="accepted") == 60
+        assert _sample(text, "vidsteal_queries_total", key_id=kid, outcome="budget_exhausted") == 20
+        assert _sample(text, "vidsteal_batch_clips_sum") == 60
+        assert _sample(text, "vidsteal_budget_remaining", key_id=kid) == 0
+        assert (await budget_of(admin, key["api_key"]))["spent"] == 60
+        await admin.aclose()
+    finally:
+        victim.stop()
+
+
 def _sample(text: str, name: str, **labels: str) -> float:
     """The value of one sample in a Prometheus exposition (labels matched as a subset)."""
     for line in text.splitlines():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import Response
+from redis.exceptions import RedisError
 
 from shared.problems import ProblemType
 from victim_server.api.deps import ServicesDep
@@ -31,5 +32,12 @@ async def readyz(services: ServicesDep) -> dict[str, str]:
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(services: ServicesDep) -> Response:
+    # Budgets are read from Redis at scrape time: with several workers the last gauge write of
+    # any one process may be stale (requests finish out of reservation order).
+    try:
+        for key in await services.keys.list():
+            services.metrics.budget_remaining.labels(key.key_id).set(key.remaining)
+    except RedisError:
+        pass  # the scrape still answers; budgets keep their last known values
     body, content_type = services.metrics.exposition()
     return Response(content=body, media_type=content_type)
