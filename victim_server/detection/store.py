@@ -127,11 +127,15 @@ class PradaStore:
         state.alarm_query = int(meta["alarm_query"]) if meta.get("alarm_query") else None
         alarm_at = datetime.fromisoformat(meta["alarm_at"]) if meta.get("alarm_at") else None
         classes = _text(await self._redis.hgetall(keyspace.detection(key_id, "classes")))
-        for raw_label, raw in classes.items():
-            label = int(raw_label)
-            info = json.loads(raw)
-            members = await self._redis.get(keyspace.detection(key_id, f"G:{label}")) or b""
-            dists = await self._redis.get(keyspace.detection(key_id, f"D:{label}")) or b""
+        labels = [int(raw_label) for raw_label in classes]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for label in labels:
+                pipe.get(keyspace.detection(key_id, f"G:{label}"))
+                pipe.get(keyspace.detection(key_id, f"D:{label}"))
+            blobs = await pipe.execute()
+        for i, label in enumerate(labels):
+            info = json.loads(classes[str(label)])
+            members, dists = blobs[2 * i] or b"", blobs[2 * i + 1] or b""
             state.classes[label] = ClassState(
                 members=_floats(members).reshape(-1, self._dim).copy(),
                 seen=int(info["seen"]),
