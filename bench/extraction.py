@@ -225,6 +225,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     ).json()
                     entry["victim_detection"] = status
                 results["attacks"][name] = entry
+                write_result("extraction", results)  # partial results survive an interruption
                 final = report["points"][-1]
                 print(
                     f"  {final['queries']} queries: top-1 {final['top1_agreement']:.3f} "

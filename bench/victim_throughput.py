@@ -54,6 +54,24 @@ def bare_model_throughput(seconds: float = 8.0, batch: int = 64) -> float:
     return done / (time.perf_counter() - started)
 
 
+def bare_model_single_clip_ms(repeats: int = 200) -> float:
+    """p50 latency of one clip alone through preprocess + forward (no batching)."""
+    from victim_server.inference.preprocess import preprocess
+    from victim_server.models import create_model, model_config
+
+    torch.set_num_threads(THREADS)
+    model = create_model("embedded")
+    spec = model_config(model).input
+    times = []
+    with torch.inference_mode():
+        model(preprocess(CLIPS[:1], spec))  # warm-up
+        for i in range(repeats):
+            started = time.perf_counter()
+            model(preprocess(CLIPS[i % len(CLIPS) : i % len(CLIPS) + 1], spec))
+            times.append(time.perf_counter() - started)
+    return 1000 * median(times)
+
+
 async def http_throughput(
     url: str, api_key: str, *, clips_per_request: int, concurrency: int, seconds: float
 ) -> dict[str, float]:
@@ -178,6 +196,8 @@ async def main() -> dict[str, Any]:
     print("bare model ...", flush=True)
     bare = bare_model_throughput()
     results["bare_model_clips_per_s"] = bare
+    results["bare_model_ms_per_clip_batched"] = 1000 / bare
+    results["bare_model_single_clip_p50_ms"] = bare_model_single_clip_ms()
     admin = secrets.token_hex(16)
     with tempfile.TemporaryDirectory() as tmp:
         redis = start_redis(Path(tmp) / "redis")
@@ -239,6 +259,10 @@ if __name__ == "__main__":
         f"HTTP / bare model throughput: {r['http_over_bare_model']:.2f} "
         f"({out['http_32_clip_requests']['clips_per_s']:.0f} vs "
         f"{out['bare_model_clips_per_s']:.0f} clips/s)"
+    )
+    print(
+        f"forward per clip: {out['bare_model_ms_per_clip_batched']:.2f} ms in batches of 64, "
+        f"{out['bare_model_single_clip_p50_ms']:.2f} ms alone (p50)"
     )
     print(f"batched / unbatched server (1-clip requests): {r['batched_over_unbatched']:.2f}x")
     print(
