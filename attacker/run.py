@@ -28,7 +28,7 @@ from attacker.sources import ClipShape, SourceConfig, build_source
 from attacker.stealth import StealthShaper
 from attacker.students import StudentPreprocessing, create_student, export_student
 from attacker.train.loop import TrainSettings, train_student
-from attacker.train.losses import build_loss, default_loss_for
+from attacker.train.losses import build_configured_loss, default_loss_for
 from shared.detection import NaturalnessEmbedding
 from shared.hashing import victim_identity
 from shared.schemas import ModelInfo, OutputMode
@@ -107,7 +107,7 @@ async def run_attack(
         limit = max(1, round(fraction * len(transfer)))
         _phase(hooks, f"train@{limit}")
         student = _fresh_student(config, info, shape)
-        loss_fn = build_loss(
+        loss_fn = build_configured_loss(
             loss_name,
             mode,
             temperature=config.train.temperature,

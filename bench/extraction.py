@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import secrets
 import sys
@@ -147,6 +148,10 @@ async def victim_max_rate(url: str, api_key: str, seconds: float = 10.0) -> floa
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     admin = secrets.token_hex(16)
     results: dict[str, Any] = {"goals": GOALS, "scale": args.scale, "attacks": {}}
+    previous = RESULTS / "extraction.json"
+    if (args.only or args.rate_only) and previous.is_file():
+        # A partial rerun keeps the other attacks' results from the last full run.
+        results["attacks"] = json.loads(previous.read_text()).get("attacks", {})
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         redis = start_redis(tmp / "redis")
@@ -187,7 +192,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             }
             print(results["throughput"], flush=True)
             for name, spec in ATTACKS.items():
-                if args.only and name not in args.only:
+                if args.rate_only or (args.only and name not in args.only):
                     continue
                 print(f"attack {name} ...", flush=True)
                 plan = {
@@ -268,6 +273,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", nargs="*", default=[])
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every budget")
+    parser.add_argument(
+        "--rate-only",
+        action="store_true",
+        help="measure only the paid rate and cache replay, into the existing extraction.json",
+    )
     arguments = parser.parse_args()
     out = asyncio.run(main(arguments))
     png = RESULTS / "extraction.png"

@@ -29,7 +29,7 @@ from attacker.data.dataset import TransferDataset
 from attacker.students import StudentModel, StudentPreprocessing, create_student, export_student
 from attacker.train.distributed import DistributedContext, distributed_from_env, state_checksum
 from attacker.train.loop import TrainSettings, train_student
-from attacker.train.losses import build_loss, default_loss_for
+from attacker.train.losses import build_configured_loss, default_loss_for
 from shared.schemas import OutputMode
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -105,7 +105,7 @@ def train_from_run(
     transfer = TransferSet(run_dir / "transfer")
     mode = OutputMode(transfer.manifest.output)
     loss_name = default_loss_for(mode) if config.train.loss == "auto" else config.train.loss
-    loss_fn = build_loss(
+    loss_fn = build_configured_loss(
         loss_name,
         mode,
         temperature=config.train.temperature,

@@ -58,6 +58,7 @@ __all__ = [
     "TopKAwareLoss",
     "TopKRankTerm",
     "TrueLabelTerm",
+    "build_configured_loss",
     "build_loss",
     "complete_topk",
     "default_loss_for",
@@ -174,3 +175,13 @@ def build_loss(
         raise ValueError(f"true_label_weight must be >= 0, got {true_label_weight}")
     true_term = TrueLabelTerm(true_label_weight) if true_label_weight > 0 else None
     return ExtractionLoss(cls(**params), true_term, name=name)
+
+
+def build_configured_loss(
+    name: str, mode: OutputMode | str, *, temperature: float, true_label_weight: float
+) -> ExtractionLoss:
+    """``build_loss`` from a run's train settings: the temperature goes only to the losses that
+    take one (hard-label cross-entropy, for one, has none)."""
+    cls = LOSSES.get(name)
+    params = {"temperature": temperature} if cls and "temperature" in _accepted_params(cls) else {}
+    return build_loss(name, mode, true_label_weight=true_label_weight, **params)

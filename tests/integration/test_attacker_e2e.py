@@ -99,6 +99,40 @@ async def test_run_in_process_spends_exactly_and_a_rerun_pays_nothing(
     assert again["final"]["top1_agreement"] == report["final"]["top1_agreement"]
 
 
+@pytest.mark.parametrize(
+    ("example", "output"),
+    [("label_only.yaml", "label"), ("blackbox_affine.yaml", "topk"), ("stealth.yaml", "probs")],
+)
+async def test_each_output_mode_runs_with_its_default_loss(
+    victim_transport: httpx.ASGITransport,
+    victim_app: httpx.AsyncClient,
+    redis_url: str,
+    tmp_path: Path,
+    example: str,
+    output: str,
+) -> None:
+    attack = await create_key(victim_app, budget=48, output=output, top_k=3)
+    evaluation = await create_key(victim_app, budget=32, output="label")
+    config = _config(
+        EXAMPLES / example,
+        **{
+            "victim.url": "http://victim",
+            "victim.api_key": attack["api_key"],
+            "victim.eval_api_key": evaluation["api_key"],
+            "budget": 48,
+            "redis_url": redis_url,
+            "out": str(tmp_path / "run"),
+            "train.epochs": 1,
+            "eval.clips": 32,
+            "eval.points": [1.0],
+        },
+    )
+    report = await run_attack(config, transport=victim_transport, show_progress=False)
+    assert report["victim"]["output"] == output
+    assert report["collect"]["clips"] == 48 and report["final"]["queries"] == 48
+    assert 0.0 <= report["final"]["top1_agreement"] <= 1.0
+
+
 async def test_cli_against_uvicorn_and_redis_server(
     live_victim: LiveVictim, redis_url: str, tmp_path: Path
 ) -> None:
