@@ -87,6 +87,7 @@ def _config(
     redis_url: str,
     out: Path,
     scale: float,
+    points: list[float],
 ) -> Any:
     budget = max(100, int(spec["budget"] * scale))
     return validate_config(
@@ -108,7 +109,7 @@ def _config(
             "eval": {
                 "source": {"kind": "synthactions", "seed": 424242, "labelled": True},
                 "clips": 1000,
-                "points": [0.25, 0.5, 1.0],
+                "points": points,
             },
             "stealth": spec.get("stealth", {}),
         }
@@ -170,9 +171,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 redis_url=redis.url,
                 out=tmp / "runs",
                 scale=1.0,
+                points=[1.0],
             )
             speed = speed.model_copy(
                 update={
+                    "seed": 99,  # a stream of its own: the attacks must not find it cached
                     "train": speed.train.model_copy(update={"epochs": 1, "max_clip_steps": None}),
                     "eval": speed.eval.model_copy(update={"clips": 100, "points": [1.0]}),
                 }
@@ -212,6 +215,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     redis_url=redis.url,
                     out=tmp / "runs",
                     scale=args.scale,
+                    points=args.points,
                 )
                 started = time.perf_counter()
                 report = await run_attack(config, show_progress=False)
@@ -229,7 +233,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                         headers={"Authorization": f"Bearer {admin}"},
                     ).json()
                     entry["victim_detection"] = status
-                results["attacks"][name] = entry
+                results["attacks"][name + args.tag] = entry
                 write_result("extraction", results)  # partial results survive an interruption
                 final = report["points"][-1]
                 print(
@@ -273,6 +277,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", nargs="*", default=[])
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every budget")
+    parser.add_argument("--points", type=float, nargs="+", default=[0.25, 0.5, 1.0])
+    parser.add_argument("--tag", default="", help="suffix of the attack names in the results")
     parser.add_argument(
         "--rate-only",
         action="store_true",
