@@ -113,7 +113,7 @@ async def run_attack(
             temperature=config.train.temperature,
             true_label_weight=config.train.true_label_weight,
         )
-        settings = _train_settings(config, limit)
+        settings = train_settings(config, limit)
         trained = train_student(
             student,
             transfer,
@@ -353,9 +353,11 @@ def _fresh_student(config: AttackConfig, info: ModelInfo, shape: ClipShape) -> A
     )
 
 
-def _train_settings(config: AttackConfig, clips: int) -> TrainSettings:
+def train_settings(config: AttackConfig, clips: int, *, epochs: int | None = None) -> TrainSettings:
+    """The run's schedule for ``clips`` training clips: ``epochs`` (default the config's),
+    capped by ``train.max_clip_steps``."""
     t = config.train
-    epochs = t.epochs
+    epochs = epochs or t.epochs
     if t.max_clip_steps is not None:
         epochs = max(1, min(epochs, t.max_clip_steps // max(1, clips)))
     return TrainSettings(

@@ -26,6 +26,7 @@ import yaml
 from attacker.config import AttackConfig, validate_config
 from attacker.data import TransferSet
 from attacker.data.dataset import TransferDataset
+from attacker.run import train_settings
 from attacker.students import StudentModel, StudentPreprocessing, create_student, export_student
 from attacker.train.distributed import DistributedContext, distributed_from_env, state_checksum
 from attacker.train.loop import TrainSettings, train_student
@@ -73,20 +74,6 @@ def fresh_student(config: AttackConfig, transfer: TransferSet) -> StudentModel:
     )
 
 
-def train_settings(config: AttackConfig, epochs: int | None = None) -> TrainSettings:
-    t = config.train
-    return TrainSettings(
-        epochs=epochs or t.epochs,
-        batch_size=t.batch_size,
-        lr=t.lr,
-        backbone_lr_ratio=t.backbone_lr_ratio,
-        weight_decay=t.weight_decay,
-        schedule=t.schedule,
-        warmup_steps=t.warmup_steps,
-        seed=config.seed,
-    )
-
-
 def train_from_run(
     run_dir: Path,
     *,
@@ -111,9 +98,9 @@ def train_from_run(
         temperature=config.train.temperature,
         true_label_weight=config.train.true_label_weight,
     )
-    settings = train_settings(config, epochs)
     rank, world_size = (0, 1) if distributed is None else (distributed.rank, distributed.world_size)
     count = len(transfer) if limit is None else min(limit, len(transfer))
+    settings = train_settings(config, count, epochs=epochs)
     student = fresh_student(config, transfer)
     result = train_student(
         student,
