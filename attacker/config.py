@@ -15,6 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from attacker.sources import SourceConfig
+from attacker.train.losses import LossSpec
+from shared.schemas import OutputMode
 
 
 class _Strict(BaseModel):
@@ -47,12 +49,13 @@ class StudentSection(_Strict):
     width: int | None = None
 
 
-LossName = Literal["auto", "kl", "soft_ce", "hard_ce", "topk", "condi_sr"]
-
-
 class TrainSection(_Strict):
-    loss: LossName = "auto"
-    temperature: Annotated[float, Field(gt=0)] = 1.0
+    # `auto` (the output mode's default), a name (`kl`), or `{name: kl, temperature: 2}`; names
+    # and parameters are checked against the loss registry (attacker.train.losses).
+    loss: LossSpec = Field(default_factory=LossSpec)
+    # Deprecated shortcut for `loss: {name: ..., temperature: T}`: given to the loss when it takes
+    # a temperature and the spec sets none.
+    temperature: Annotated[float, Field(gt=0)] | None = None
     true_label_weight: Annotated[float, Field(ge=0)] = 0.0
     epochs: Annotated[int, Field(ge=1)] = 20
     # Caps epochs x clips per budget point, so larger transfer sets get fewer epochs.
@@ -64,6 +67,22 @@ class TrainSection(_Strict):
     schedule: Literal["cosine", "plateau"] = "cosine"
     warmup_steps: Annotated[int, Field(ge=0)] = 50
     threads: Annotated[int, Field(ge=0)] = 0
+
+    @model_validator(mode="after")
+    def _one_temperature(self) -> TrainSection:
+        given = self.loss.params.get("temperature")
+        if self.temperature is not None and given is not None and given != self.temperature:
+            raise ValueError(
+                f"train.temperature={self.temperature} (deprecated) disagrees with "
+                f"train.loss.temperature={given}; set only train.loss.temperature"
+            )
+        return self
+
+    def loss_spec(self, mode: OutputMode | str) -> LossSpec:
+        """The loss to build for a key answering in ``mode``: ``auto`` resolved, the deprecated
+        ``temperature`` applied (see ``LossSpec.resolve``)."""
+        fallback = {} if self.temperature is None else {"temperature": self.temperature}
+        return self.loss.resolve(mode, fallback=fallback)
 
 
 class EvalSection(_Strict):

@@ -8,14 +8,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .loss_base import DistillLoss, check_logits, kl_rows, teacher_log_probs
+from .loss_registry import register_loss
 from .loss_targets import DistillTargets, Need, require
-from .loss_terms import DistillLoss, check_logits, kl_rows, teacher_log_probs
 
 __all__ = ["ConfidenceDistillation"]
 
 Confidence = Literal["hard", "soft"]
 
 
+@register_loss("condi_sr")
 class ConfidenceDistillation(DistillLoss):
     """ConDi-SR (confidence distillation with soft-relabelling): trust the victim where it is
     right, the ground truth where it is wrong, and soften the target where confidence is low.

@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .loss_base import DistillLoss, check_logits, kl_rows
+from .loss_registry import register_loss
 from .loss_targets import DistillTargets, Need, complete_topk, require
-from .loss_terms import DistillLoss, check_logits, kl_rows
 
 __all__ = ["TopKAwareLoss", "TopKRankTerm"]
 
@@ -62,6 +63,7 @@ class TopKRankTerm(nn.Module):
         return f"margin={self.margin}"
 
 
+@register_loss("topk")
 class TopKAwareLoss(DistillLoss):
     """Distillation from a top-k answer: the teacher is known only on the k returned classes.
 
@@ -127,6 +129,11 @@ class TopKAwareLoss(DistillLoss):
         self.rank = TopKRankTerm(margin)
 
     def forward(self, student_logits: Tensor, targets: DistillTargets) -> Tensor:
+        return torch.stack(list(self.terms(student_logits, targets).values())).sum()
+
+    def terms(self, student_logits: Tensor, targets: DistillTargets) -> dict[str, Tensor]:
+        """``{"distill": match}``, or with ``rank_weight > 0`` ``{"topk_match": match,
+        "topk_rank": rank_weight * rank}``."""
         require(targets, self.need, type(self).__name__)
         assert targets.topk_index is not None and targets.topk_score is not None
         s = check_logits(student_logits, targets)
@@ -134,12 +141,12 @@ class TopKAwareLoss(DistillLoss):
         score = targets.topk_score.detach().to(s.dtype)
         completed = complete_topk(index, score, s.shape[1])
         if self.tail == "uniform":
-            loss = self._uniform(s, completed)
+            match = self._uniform(s, completed)
         else:
-            loss = self._bucket(s, completed, index)
-        if self.rank_weight > 0:
-            loss = loss + self.rank_weight * self.rank(s, index, score)
-        return loss
+            match = self._bucket(s, completed, index)
+        if self.rank_weight == 0:
+            return {"distill": match}
+        return {"topk_match": match, "topk_rank": self.rank_weight * self.rank(s, index, score)}
 
     def _uniform(self, s: Tensor, completed: Tensor) -> Tensor:
         t = self.temperature

@@ -1,7 +1,11 @@
-"""Extraction losses: one factory, ``build_loss(name, mode, **params)``, and the public API.
+"""Extraction losses: the registry's public face, a YAML spec, and one factory.
 
-``build_loss`` returns an ``ExtractionLoss``: ``loss(student_logits, targets) -> LossParts`` with
-``total = distill + true_label`` (the parts kept apart for logging). Names:
+``build_loss_from_spec(spec, mode, true_label_weight=w)`` returns an ``ExtractionLoss``:
+``loss(student_logits, targets) -> LossParts`` with ``total = distill + true_label`` and every
+named part kept apart for logging. ``LossSpec`` is what YAML gives (``train.loss``): ``kl``,
+``auto`` (the default for the key's output mode) or ``{name: kl, temperature: 2}``; parameters
+are validated against the loss's constructor. Registered names (``loss_registry``; each loss is
+one module and one ``@register_loss``):
 
 ==========  =========================  ===================================================
 name        needs from the victim      term
@@ -18,15 +22,29 @@ condi_sr    probabilities or logits    ``ConfidenceDistillation(temperature, alp
 
 from __future__ import annotations
 
-import inspect
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from torch import Tensor, nn
 
 from shared.schemas import OutputMode
 
+from .loss_base import DistillLoss
 from .loss_condi import ConfidenceDistillation
+from .loss_hard_ce import HardLabelCrossEntropy
+from .loss_kl import KLDistillation
+from .loss_registry import (
+    LOSSES,
+    get_loss_class,
+    loss_names,
+    loss_parameters,
+    register_loss,
+    validate_loss_params,
+)
+from .loss_soft_ce import SoftCrossEntropy
 from .loss_targets import (
     MODE_PROVIDES,
     DistillTargets,
@@ -34,16 +52,11 @@ from .loss_targets import (
     complete_topk,
     targets_from_results,
 )
-from .loss_terms import (
-    DistillLoss,
-    HardLabelCrossEntropy,
-    KLDistillation,
-    SoftCrossEntropy,
-    TrueLabelTerm,
-)
 from .loss_topk import TopKAwareLoss, TopKRankTerm
+from .loss_true_label import TrueLabelTerm
 
 __all__ = [
+    "AUTO",
     "LOSSES",
     "ConfidenceDistillation",
     "DistillLoss",
@@ -53,6 +66,7 @@ __all__ = [
     "KLDistillation",
     "LossFn",
     "LossParts",
+    "LossSpec",
     "Need",
     "SoftCrossEntropy",
     "TopKAwareLoss",
@@ -60,18 +74,18 @@ __all__ = [
     "TrueLabelTerm",
     "build_configured_loss",
     "build_loss",
+    "build_loss_from_spec",
     "complete_topk",
     "default_loss_for",
+    "get_loss_class",
+    "loss_names",
+    "loss_parameters",
+    "register_loss",
     "targets_from_results",
 ]
 
-LOSSES: dict[str, type[DistillLoss]] = {
-    "kl": KLDistillation,
-    "soft_ce": SoftCrossEntropy,
-    "hard_ce": HardLabelCrossEntropy,
-    "topk": TopKAwareLoss,
-    "condi_sr": ConfidenceDistillation,
-}
+AUTO = "auto"
+"""The spec name that stands for the default loss of the key's output mode."""
 
 _DEFAULT_FOR_MODE = {
     OutputMode.LOGITS: "kl",
@@ -81,21 +95,100 @@ _DEFAULT_FOR_MODE = {
 }
 
 
+def default_loss_for(mode: OutputMode | str) -> str:
+    """The loss for a mode: logits/probs -> "kl", topk -> "topk", label -> "hard_ce"."""
+    return _DEFAULT_FOR_MODE[OutputMode(mode)]
+
+
+class LossSpec(BaseModel):
+    """A loss as a config names it: ``name`` plus the loss's constructor arguments, flat.
+
+    YAML: ``loss: kl``, ``loss: auto`` or ``loss: {name: kl, temperature: 2}``. Validation checks
+    the name against the registry and every other key against the loss class's constructor
+    (unknown parameter, wrong type, a value the constructor refuses: a one-line ValueError naming
+    it); values are stored coerced (``params``). ``auto`` takes no parameters: which loss it
+    means depends on the output mode, known only at build time (``resolve``).
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = AUTO
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, data: Any) -> Any:
+        return {"name": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _check_params(self) -> LossSpec:
+        params = self.params
+        if self.name == AUTO:
+            if params:
+                raise ValueError(
+                    f"loss {AUTO!r} takes no parameters (got {sorted(params)}); name the loss "
+                    f"to set them, e.g. {{name: kl, temperature: 2}}"
+                )
+            return self
+        coerced = validate_loss_params(self.name, params)
+        assert self.__pydantic_extra__ is not None
+        self.__pydantic_extra__.update(coerced)
+        return self
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The loss's constructor arguments (everything but ``name``)."""
+        return dict(self.model_extra or {})
+
+    @classmethod
+    def of(cls, name: str, **params: Any) -> LossSpec:
+        """``LossSpec(name=name, **params)``, with a one-line ValueError instead of pydantic's."""
+        try:
+            return cls.model_validate({**params, "name": name})
+        except ValidationError as exc:
+            raise ValueError(_one_line(exc)) from None
+
+    def resolve(
+        self, mode: OutputMode | str, *, fallback: Mapping[str, Any] | None = None
+    ) -> LossSpec:
+        """This spec for ``mode``: ``auto`` replaced by the mode's default loss, and each
+        ``fallback`` parameter added where the loss takes it and the spec does not set it."""
+        name = default_loss_for(mode) if self.name == AUTO else self.name
+        accepted = loss_parameters(name)
+        params = {k: v for k, v in (fallback or {}).items() if k in accepted}
+        params.update(self.params)
+        return LossSpec.of(name, **params)
+
+
+def _one_line(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    return str(first["msg"]).removeprefix("Value error, ")
+
+
 @dataclass(frozen=True)
 class LossParts:
-    """One batch's loss: ``total`` to backpropagate, ``distill`` and ``true_label`` to log."""
+    """One batch's loss: ``total`` to backpropagate; ``distill`` (the victim-driven part),
+    ``true_label`` and every named term in ``parts`` to log.
+
+    ``parts`` always holds ``"distill"`` and ``"true_label"``, plus the distillation loss's own
+    sub-terms when it has several (e.g. ``"topk_match"`` and ``"topk_rank"``, which sum to
+    ``"distill"``).
+    """
 
     total: Tensor
     distill: Tensor
     true_label: Tensor
+    parts: Mapping[str, Tensor] = field(default_factory=dict)
 
     def as_floats(self) -> dict[str, float]:
-        """``{"loss", "distill", "true_label"}`` as Python floats, for logging."""
-        return {
+        """``{"loss": total, "distill": ..., "true_label": ..., <other parts>}`` as floats."""
+        out = {
             "loss": float(self.total.detach()),
             "distill": float(self.distill.detach()),
             "true_label": float(self.true_label.detach()),
         }
+        for key, value in self.parts.items():
+            out.setdefault(key, float(value.detach()))
+        return out
 
 
 class LossFn(Protocol):
@@ -121,67 +214,64 @@ class ExtractionLoss(nn.Module):
 
     def forward(self, student_logits: Tensor, targets: DistillTargets) -> LossParts:
         targets = targets.to(student_logits.device)
-        distill = self.distill(student_logits, targets)
+        terms = self.distill.terms(student_logits, targets)
+        distill = terms["distill"] if len(terms) == 1 else torch.stack(list(terms.values())).sum()
         if self.true_label is None:
             true = distill.new_zeros(())
         else:
             true = self.true_label(student_logits, targets).to(distill.dtype)
-        return LossParts(total=distill + true, distill=distill, true_label=true)
+        parts = {"distill": distill, **terms, "true_label": true}
+        return LossParts(total=distill + true, distill=distill, true_label=true, parts=parts)
 
     def __call__(self, student_logits: Tensor, targets: DistillTargets) -> LossParts:
         out: LossParts = super().__call__(student_logits, targets)
         return out
 
 
-def default_loss_for(mode: OutputMode | str) -> str:
-    """The loss for a mode: logits/probs -> "kl", topk -> "topk", label -> "hard_ce"."""
-    return _DEFAULT_FOR_MODE[OutputMode(mode)]
+def build_loss_from_spec(
+    spec: LossSpec, mode: OutputMode | str, *, true_label_weight: float
+) -> ExtractionLoss:
+    """Build the loss ``spec`` names for a key answering in ``mode`` (``auto``: the mode's
+    default); ``true_label_weight > 0`` adds ``TrueLabelTerm``.
 
-
-def _accepted_params(cls: type[DistillLoss]) -> set[str]:
-    params = inspect.signature(cls.__init__).parameters.values()
-    return {
-        p.name
-        for p in params
-        if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-    }
+    Raises ValueError (one line) for a loss that needs something ``mode`` does not return (e.g.
+    ``kl`` on a label-only key) or a negative weight.
+    """
+    mode = OutputMode(mode)
+    spec = spec.resolve(mode)
+    cls = get_loss_class(spec.name)
+    if cls.need not in MODE_PROVIDES[mode]:
+        raise ValueError(
+            f"loss {spec.name!r} needs {cls.need.description}, which output mode "
+            f"{mode.value!r} does not return; use {default_loss_for(mode)!r}"
+        )
+    if not true_label_weight >= 0:
+        raise ValueError(f"true_label_weight must be >= 0, got {true_label_weight}")
+    true_term = TrueLabelTerm(true_label_weight) if true_label_weight > 0 else None
+    return ExtractionLoss(cls(**spec.params), true_term, name=spec.name)
 
 
 def build_loss(
     name: str, mode: OutputMode | str, *, true_label_weight: float = 0.0, **params: Any
 ) -> ExtractionLoss:
-    """Build loss ``name`` for a key answering in ``mode``.
-
-    ``params`` go to the term's constructor (see ``LOSSES``); ``true_label_weight > 0`` adds
-    ``TrueLabelTerm``. Raises ValueError for an unknown name, an unknown parameter, or a loss that
-    needs something ``mode`` does not return (e.g. ``kl`` on a label-only key).
-    """
-    mode = OutputMode(mode)
-    cls = LOSSES.get(name)
-    if cls is None:
-        raise ValueError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}")
-    if cls.need not in MODE_PROVIDES[mode]:
-        raise ValueError(
-            f"loss {name!r} needs {cls.need.description}, which output mode {mode.value!r} "
-            f"does not return; use {default_loss_for(mode)!r}"
-        )
-    unknown = set(params) - _accepted_params(cls)
-    if unknown:
-        raise ValueError(
-            f"loss {name!r} has no parameter(s) {sorted(unknown)}; "
-            f"it takes {sorted(_accepted_params(cls))}"
-        )
-    if not true_label_weight >= 0:
-        raise ValueError(f"true_label_weight must be >= 0, got {true_label_weight}")
-    true_term = TrueLabelTerm(true_label_weight) if true_label_weight > 0 else None
-    return ExtractionLoss(cls(**params), true_term, name=name)
+    """``build_loss_from_spec(LossSpec.of(name, **params), mode, ...)``: ValueError (one line)
+    for an unknown name or parameter, a bad value, or a loss ``mode`` cannot feed."""
+    spec = LossSpec.of(name, **params)
+    return build_loss_from_spec(spec, mode, true_label_weight=true_label_weight)
 
 
 def build_configured_loss(
-    name: str, mode: OutputMode | str, *, temperature: float, true_label_weight: float
+    name: str | LossSpec,
+    mode: OutputMode | str,
+    *,
+    temperature: float | None = None,
+    true_label_weight: float,
 ) -> ExtractionLoss:
-    """``build_loss`` from a run's train settings: the temperature goes only to the losses that
-    take one (hard-label cross-entropy, for one, has none)."""
-    cls = LOSSES.get(name)
-    params = {"temperature": temperature} if cls and "temperature" in _accepted_params(cls) else {}
-    return build_loss(name, mode, true_label_weight=true_label_weight, **params)
+    """``build_loss_from_spec`` with ``temperature`` as a fallback: passed only to a loss that
+    takes one and whose spec sets none (hard-label cross-entropy, for one, has none). Kept for
+    callers of the old ``train.temperature`` shortcut."""
+    spec = name if isinstance(name, LossSpec) else LossSpec.of(name)
+    fallback = {} if temperature is None else {"temperature": temperature}
+    return build_loss_from_spec(
+        spec.resolve(mode, fallback=fallback), mode, true_label_weight=true_label_weight
+    )

@@ -287,7 +287,7 @@ def test_true_label_term_is_zero_without_labels() -> None:
         assert grad.abs().max().item() == 0.0
 
 
-def test_true_label_term_is_weighted_ce_over_known_labels() -> None:
+def test_true_label_term_is_weighted_ce_over_known_labels_averaged_over_the_batch() -> None:
     s = teacher_logits(1)
     truth = torch.tensor([1, 4, 0, 2])
     all_known = DistillTargets(label=torch.zeros(B, dtype=torch.int64), true_label=truth)
@@ -300,9 +300,28 @@ def test_true_label_term_is_weighted_ce_over_known_labels() -> None:
     partial = DistillTargets(
         label=torch.zeros(B, dtype=torch.int64), true_label=torch.tensor([1, -1, 0, -1])
     )
-    assert TrueLabelTerm(1.0)(s, partial).item() == pytest.approx(
-        F.cross_entropy(s[[0, 2]], truth[[0, 2]]).item(), rel=1e-12
-    )
+    # Per clip: the sum over the labelled clips divided by the whole batch, not by the 2 labelled.
+    ce = F.cross_entropy(s[[0, 2]], truth[[0, 2]], reduction="sum").item()
+    assert TrueLabelTerm(1.0)(s, partial).item() == pytest.approx(ce / B, rel=1e-12)
+    assert TrueLabelTerm(0.5)(s, partial).item() == pytest.approx(0.5 * ce / B, rel=1e-12)
+
+
+def test_a_labelled_clip_weighs_w_times_a_distilled_clip_however_few_are_labelled() -> None:
+    """The gradient a labelled clip gets from the true-label term does not grow as the number
+    of labelled clips in the batch shrinks (the old ``1 / |L|`` mean gave a lone clip B times)."""
+    big = 64
+    s = torch.randn(big, C, generator=_gen(3), dtype=torch.float64)
+    truth = torch.randint(0, C, (big,), generator=_gen(4))
+    grads = []
+    for labelled in (1, 5, big):
+        true_label = torch.where(torch.arange(big) < labelled, truth, torch.full_like(truth, -1))
+        targets = DistillTargets(label=torch.zeros(big, dtype=torch.int64), true_label=true_label)
+        x = s.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(TrueLabelTerm(2.0)(x, targets), x)
+        grads.append(grad[0])
+    one_clip = 2.0 * (torch.softmax(s[0], 0) - F.one_hot(truth[0], C)) / big
+    for grad in grads:
+        torch.testing.assert_close(grad, one_clip)
 
 
 # --- ConDi-SR ----------------------------------------------------------------------------------
