@@ -1,42 +1,53 @@
-"""MoViNet (Kondratyuk et al., CVPR 2021, "MoViNets: Mobile Video Networks"), base mode.
+"""MoViNet (Kondratyuk et al., CVPR 2021, "MoViNets: Mobile Video Networks"): base and stream.
 
-A clean-room PyTorch implementation of the non-causal ("base") MoViNet-A0/A1/A2 from the published
-architecture (block table, stem, head, squeeze-excitation) of the TensorFlow Model Garden
-(``official/projects/movinet``). There are no stream buffers and no causal convolutions: a clip goes
-through in one pass. ``movinet_micro`` is a CPU-sized member of the same family (same block types,
-fewer and narrower layers) for 16x32x32 clips, used by tests and small victims.
+A clean-room PyTorch implementation of MoViNet-A0/A1/A2 from the architecture of the TensorFlow
+Model Garden (``official/projects/movinet``), in its two published forms:
+
+* base (``movinet_a0`` ...): non-causal 3D convolutions, squeeze-excitation over the whole clip;
+* stream (``movinet_a0_stream`` ...): causal convolutions (time padded only with past frames),
+  (2+1)D kernels, causal squeeze-excitation fed by a cumulative mean over time concatenated with
+  the per-frame mean ("2plus3d"), hard-swish / hard-sigmoid, and stream buffers, so a clip can be
+  classified in one pass or frame by frame (:meth:`MoViNet.forward_stream`) with the same logits.
+
+``movinet_micro`` is a CPU-sized member of the family (same block types, fewer and narrower
+layers) for 16x32x32 clips, used by tests and small victims. The blocks live in
+:mod:`victim_server.models.movinet_layers`; converting Model Garden checkpoints in
+:mod:`victim_server.models.movinet_convert`. ``bench/movinet_equivalence.py`` builds the
+reference in TensorFlow with random weights, converts its checkpoint and compares logits.
 
 Architecture
 ------------
-``conv1`` (stem: 1x3x3 conv, spatial stride 2, BN, Swish) -> ``blocks`` (inverted bottlenecks, see
-below) -> ``conv7`` (1x1x1 conv to ``project_filters``, BN, Swish) -> global average pool over
-T, H, W = :meth:`MoViNet.forward_features` -> ``classifier`` (1x1x1 conv to ``head_filters`` with
-bias, Swish, dropout, 1x1x1 conv to classes with bias) = :meth:`MoViNet.forward_head`.
+``conv1`` (stem: 1x3x3 conv, spatial stride 2, BN, activation) -> ``blocks`` (inverted bottlenecks,
+see below) -> ``conv7`` (1x1x1 conv to ``project_filters``, BN, activation) -> global average pool
+over T, H, W = :meth:`MoViNet.forward_features` -> ``classifier`` (1x1x1 conv to ``head_filters``
+with bias, Swish, dropout, 1x1x1 conv to classes with bias) = :meth:`MoViNet.forward_head`.
 
 Each block ``b{i}_l{j}`` (stage i, layer j) is::
 
-    expand  1x1x1 conv -> BN -> Swish                    (in -> expand_filters)
-    deep    depthwise k_t x k_h x k_w conv, stride (1, s, s) -> BN -> Swish
-    se      squeeze-excitation: mean over T,H,W -> 1x1x1 conv (bias) -> Swish
-            -> 1x1x1 conv (bias) -> sigmoid, times the input
-            (hidden width = expand_filters / 4 rounded to a multiple of 8)
-    project 1x1x1 conv -> BN                              (no activation)
+    expand  1x1x1 conv -> BN -> activation                 (in -> expand_filters)
+    deep    depthwise k_t x k_h x k_w conv, stride (1, s, s) -> BN -> activation
+            (stream: 1 x k_h x k_w -> BN -> act, then causal k_t x 1 x 1 -> BN -> act)
+    se      squeeze-excitation: pool -> 1x1x1 conv (bias) -> activation
+            -> 1x1x1 conv (bias) -> gating, times the input
+            (hidden width = pooled channels / 4 rounded to a multiple of 8)
+    project 1x1x1 conv -> BN                                (no activation)
     out = res(x) + alpha * project(...)
 
 ``res`` is the identity when the shape is kept, else [3x3 spatial average pool with stride s (only
 when strided; padding not counted)] + 1x1x1 conv + BN. ``alpha`` is the learnable scalar residual
-scale of the reference model (ReZero, initialised at 0 as there); it is kept so that converted
-checkpoints, which carry a trained value per block, load strictly.
+scale of the reference model (ReZero, initialised at 0 as there). The activation is Swish (base) or
+hard-swish (stream); the gating sigmoid or hard-sigmoid; the classifier's activation is Swish in
+both, as in the reference's classifier head.
 
 All convolutions have no bias except those of ``se`` and ``classifier``. BatchNorm uses eps=1e-3 and
 momentum 0.01 (TensorFlow's 0.99 decay). Time is never downsampled.
 
 State-dict key layout
 ---------------------
-Submodules are named after the widely used MIT-licensed PyTorch conversion of the TF Kinetics-600
-checkpoints (Atze00/MoViNet-pytorch, ``causal=False``, ``conv_type="3d"``), so its converted
-base-model state dicts for A0/A1/A2 load with ``strict=True``. Every conv sits in a ``ConvBlock``
-whose ``conv_1`` holds ``conv3d`` / ``norm`` / ``act``::
+Submodules of the base models are named after the widely used MIT-licensed PyTorch conversion of
+the TF Kinetics-600 checkpoints (Atze00/MoViNet-pytorch, ``causal=False``, ``conv_type="3d"``), so
+its converted base-model state dicts for A0/A1/A2 load with ``strict=True``. Every conv sits in a
+``ConvBlock`` whose ``conv_1`` holds ``conv3d`` / ``norm`` / ``act``::
 
     conv1.conv_1.conv3d.weight                      stem conv (F, 3, 1, 3, 3)
     conv1.conv_1.norm.{weight,bias,running_mean,running_var,num_batches_tracked}
@@ -53,7 +64,10 @@ whose ``conv_1`` holds ``conv3d`` / ``norm`` / ``act``::
     classifier.3.conv_1.conv3d.{weight,bias}        (classes, H, 1, 1, 1)
 
 (``classifier.1`` is the Swish and ``classifier.2`` the dropout; neither has state.) In A0/A1/A2
-every channel change coincides with a spatial stride, so their skips are all ``res.1``.
+every channel change coincides with a spatial stride, so their skips are all ``res.1``. The stream
+models differ in two places: a deep conv with k_t > 1 has its spatial kernel in ``conv_1``
+(E, 1, 1, k_h, k_w) and its temporal kernel in ``conv_2`` (E, 1, k_t, 1, 1), each with a norm; and
+``se.fc1`` reads 2E channels (cumulative mean and per-frame mean), so S = 2E / 4 rounded.
 
 Padding
 -------
@@ -64,31 +78,65 @@ bottom/right, where a symmetric pad puts one on each side. Both give ``ceil(n / 
 shapes and keys agree; only the sampling grid shifts by a pixel. ``padding="tf_same"`` reproduces
 TF numerics (computed from the input size at run time) and is the default for A0-A2, whose weights
 come from TF; ``padding="symmetric"`` uses PyTorch's built-in padding and is the default for
-``movinet_micro``.
+``movinet_micro``. Causal models pad time with the k_t - 1 previous frames only.
+
+Parameter counts
+----------------
+With 600 classes: A0 3.11M, A1 4.69M, A2 5.25M, exactly what the reference builds (see
+``bench/results/movinet_equivalence.json``). The paper's table gives A2 4.8M; the reference code,
+whose published checkpoints these weights come from, has 5.25M, so the paper's figure is not the
+A2 that the code and checkpoints define. Most of every count is the classifier (P x 2048 + 2048 x
+600 weights: 2.2M of A0's 3.1M).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from victim_server.models.config import UNIT_MEAN, UNIT_STD, InputSpec
+from victim_server.models.movinet_layers import (
+    ACTIVATIONS,
+    CONV_TYPES,
+    PADDING_MODES,
+    SE_TYPES,
+    ConvBlock,
+    ConvType,
+    MoViNetBlock,
+    PaddingMode,
+    SEType,
+    SkipPool,
+    SqueezeExcitation,
+    StreamState,
+    Triple,
+    assign_state_keys,
+    check_kernel,
+    make_activation,
+)
 from victim_server.models.registry import register_model
 
-Triple = tuple[int, int, int]
-PaddingMode = Literal["symmetric", "tf_same"]
-PADDING_MODES: tuple[str, ...] = ("symmetric", "tf_same")
+__all__ = [
+    "MOVINET_SPECS",
+    "STREAM_OPTIONS",
+    "ConvBlock",
+    "HeadSpec",
+    "LayerSpec",
+    "MoViNet",
+    "MoViNetBlock",
+    "MoViNetSpec",
+    "PaddingMode",
+    "SkipPool",
+    "SqueezeExcitation",
+    "StageSpec",
+    "StemSpec",
+    "StreamState",
+]
 
-BN_EPS = 1e-3
-BN_MOMENTUM = 0.01  # PyTorch convention; TensorFlow's decay 0.99
 SE_RATIO = 0.25
-SKIP_POOL: Triple = (1, 3, 3)
 
 # Kernel and stride shorthands of the published block table: K(t, s) is a (t, s, s) kernel.
 K13: Triple = (1, 3, 3)
@@ -104,15 +152,18 @@ MICRO_INPUT = InputSpec(
     frames=16, height=32, width=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)
 )
 
+# The published stream checkpoints (Model Garden README, "streaming" example).
+STREAM_OPTIONS: dict[str, Any] = {
+    "causal": True,
+    "conv_type": "2plus1d",
+    "se_type": "2plus3d",
+    "activation": "hard_swish",
+    "gating_activation": "hard_sigmoid",
+}
 
 # --------------------------------------------------------------------------------------------
 # Config table
 # --------------------------------------------------------------------------------------------
-
-
-def _check_kernel(kernel_size: Triple) -> None:
-    if any(k % 2 == 0 or k < 1 for k in kernel_size):
-        raise ValueError(f"MoViNet kernels must be odd, got {kernel_size}")
 
 
 @dataclass(frozen=True)
@@ -154,10 +205,10 @@ class MoViNetSpec:
     def __post_init__(self) -> None:
         for stage in self.stages:
             for layer in stage.layers:
-                _check_kernel(layer.kernel_size)
+                check_kernel(layer.kernel_size)
                 if layer.stride[0] != 1 or layer.stride[1] != layer.stride[2]:
                     raise ValueError(f"MoViNet layers stride (1, s, s) only, got {layer.stride}")
-        _check_kernel(self.stem.kernel_size)
+        check_kernel(self.stem.kernel_size)
 
 
 def _stage(
@@ -234,178 +285,10 @@ MOVINET_SPECS: dict[str, MoViNetSpec] = {
 }
 
 
-def _round_channels(value: float, divisor: int = 8) -> int:
-    """Nearest multiple of ``divisor`` (at least ``divisor``), never more than 10% below value."""
-    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
-    if rounded < 0.9 * value:
-        rounded += divisor
-    return rounded
-
-
-def _same_pad(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """TensorFlow 'same' padding (before, after) for one dimension: the extra pixel goes after."""
-    total = max(kernel - (stride if size % stride == 0 else size % stride), 0)
-    return total // 2, total - total // 2
-
-
-def _spatial_same_pads(
-    x: torch.Tensor, kernel: tuple[int, int], stride: tuple[int, int]
-) -> tuple[int, int, int, int]:
-    top, bottom = _same_pad(x.shape[-2], kernel[0], stride[0])
-    left, right = _same_pad(x.shape[-1], kernel[1], stride[1])
-    return (left, right, top, bottom)  # F.pad order: last dim first
-
-
-def _check_padding(padding: str) -> PaddingMode:
-    if padding == "symmetric":
-        return "symmetric"
-    if padding == "tf_same":
-        return "tf_same"
-    raise ValueError(f"padding must be one of {PADDING_MODES}, got {padding!r}")
-
-
-# --------------------------------------------------------------------------------------------
-# Blocks
-# --------------------------------------------------------------------------------------------
-
-ActivationFactory = Callable[[], nn.Module]
-
-
-class ConvBlock(nn.Module):
-    """Conv3d -> BatchNorm3d or nothing -> activation or nothing, as ``conv_1.{conv3d,norm,act}``.
-
-    Stride-1 convs pad k // 2 on every side. A spatially strided conv in ``tf_same`` mode pads H
-    and W from the input size at run time, as TensorFlow's ``'same'`` does.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        *,
-        kernel_size: Triple = (1, 1, 1),
-        stride: Triple = (1, 1, 1),
-        groups: int = 1,
-        norm: bool = True,
-        activation: ActivationFactory | None = None,
-        bias: bool = False,
-        padding: PaddingMode = "symmetric",
-    ) -> None:
-        super().__init__()
-        _check_kernel(kernel_size)
-        self.kernel_size = kernel_size
-        self.stride = stride
-        self.tf_pad = padding == "tf_same" and stride[1:] != (1, 1)
-        kt, kh, kw = kernel_size
-        conv_padding = (kt // 2, 0, 0) if self.tf_pad else (kt // 2, kh // 2, kw // 2)
-        layers: OrderedDict[str, nn.Module] = OrderedDict(
-            conv3d=nn.Conv3d(
-                in_channels,
-                out_channels,
-                kernel_size,
-                stride=stride,
-                padding=conv_padding,
-                groups=groups,
-                bias=bias,
-            ),
-            norm=(
-                nn.BatchNorm3d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM)
-                if norm
-                else nn.Identity()
-            ),
-            act=activation() if activation is not None else nn.Identity(),
-        )
-        self.conv_1 = nn.Sequential(layers)
-
-    @property
-    def conv(self) -> nn.Conv3d:
-        conv = self.conv_1.conv3d
-        assert isinstance(conv, nn.Conv3d)
-        return conv
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.tf_pad:
-            pads = _spatial_same_pads(x, self.kernel_size[1:], self.stride[1:])
-            x = F.pad(x, pads)
-        out: torch.Tensor = self.conv_1(x)
-        return out
-
-
-class SkipPool(nn.Module):
-    """1x3x3 average pool with spatial stride for the residual path; padding is never counted."""
-
-    def __init__(self, stride: Triple, *, padding: PaddingMode = "symmetric") -> None:
-        super().__init__()
-        self.stride = stride
-        self.padding = padding
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.padding == "symmetric":
-            pads = (1, 1, 1, 1)
-        else:
-            pads = _spatial_same_pads(x, SKIP_POOL[1:], self.stride[1:])
-        # Explicit padding and a count of the real pixels under each window: this excludes the
-        # padding from the mean, like TF's pool, and also works on maps smaller than the window.
-        sums = F.avg_pool3d(F.pad(x, pads), SKIP_POOL, stride=self.stride, divisor_override=1)
-        ones = F.pad(x.new_ones((1, 1, 1, *x.shape[-2:])), pads)
-        counts = F.avg_pool3d(ones, SKIP_POOL, stride=self.stride, divisor_override=1)
-        return sums / counts
-
-    def extra_repr(self) -> str:
-        return f"kernel_size={SKIP_POOL}, stride={self.stride}, padding={self.padding!r}"
-
-
-class SqueezeExcitation(nn.Module):
-    """Base-mode SE: pool over T, H, W; reduce (Swish); expand (sigmoid); rescale channels."""
-
-    def __init__(self, channels: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = ConvBlock(channels, hidden, norm=False, activation=nn.SiLU, bias=True)
-        self.fc2 = ConvBlock(hidden, channels, norm=False, activation=nn.Sigmoid, bias=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scale = x.mean(dim=(2, 3, 4), keepdim=True)  # B C 1 1 1
-        return x * self.fc2(self.fc1(scale))
-
-
-class MoViNetBlock(nn.Module):
-    """Inverted bottleneck: expand, depthwise 3D conv, SE, project, scaled residual add."""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        layer: LayerSpec,
-        *,
-        padding: PaddingMode = "symmetric",
-        se_ratio: float = SE_RATIO,
-    ) -> None:
-        super().__init__()
-        width = layer.expand_filters
-        self.expand = ConvBlock(in_channels, width, activation=nn.SiLU)
-        self.deep = ConvBlock(
-            width,
-            width,
-            kernel_size=layer.kernel_size,
-            stride=layer.stride,
-            groups=width,
-            activation=nn.SiLU,
-            padding=padding,
-        )
-        self.se = SqueezeExcitation(width, _round_channels(se_ratio * width))
-        self.project = ConvBlock(width, out_channels)
-        self.res: nn.Sequential | None = None
-        strided = layer.stride != (1, 1, 1)
-        if strided or in_channels != out_channels:
-            skip: list[nn.Module] = [SkipPool(layer.stride, padding=padding)] if strided else []
-            skip.append(ConvBlock(in_channels, out_channels))
-            self.res = nn.Sequential(*skip)
-        self.alpha = nn.Parameter(torch.zeros(()))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = x if self.res is None else self.res(x)
-        out = self.project(self.se(self.deep(self.expand(x))))
-        return shortcut + self.alpha * out
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+    return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -414,10 +297,12 @@ class MoViNetBlock(nn.Module):
 
 
 class MoViNet(nn.Module):
-    """Base (non-causal) MoViNet built from a :class:`MoViNetSpec`.
+    """MoViNet built from a :class:`MoViNetSpec`, base or causal (stream).
 
     Input: float clips (B, 3, T, H, W). ``forward_features`` gives the pooled ``conv7`` output
-    (B, num_features); ``forward_head`` maps it to logits (B, num_classes).
+    (B, num_features); ``forward_head`` maps it to logits (B, num_classes). A causal model also
+    takes a clip in chunks: ``logits, state = model.forward_stream(chunk, state)``, starting from
+    ``state=None``; after the last chunk the logits equal ``model(clip)``.
     """
 
     def __init__(
@@ -428,44 +313,79 @@ class MoViNet(nn.Module):
         dropout: float = 0.2,
         padding: PaddingMode = "symmetric",
         in_channels: int = 3,
+        causal: bool = False,
+        conv_type: ConvType = "3d",
+        se_type: SEType = "3d",
+        activation: str = "swish",
+        gating_activation: str = "sigmoid",
+        head_activation: str = "swish",
     ) -> None:
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
-        padding = _check_padding(padding)
+        _choice("padding", padding, PADDING_MODES)
+        _choice("conv_type", conv_type, CONV_TYPES)
+        _choice("se_type", se_type, SE_TYPES)
+        for name, value in (
+            ("activation", activation),
+            ("gating_activation", gating_activation),
+            ("head_activation", head_activation),
+        ):
+            _choice(name, value, ACTIVATIONS)
         self.spec = spec
         self.padding = padding
+        self.causal = causal
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.num_features = spec.head.project_filters
         self.head_filters = spec.head.head_filters
+        self._head_activation = head_activation
 
         self.conv1 = ConvBlock(
             in_channels,
             spec.stem.filters,
             kernel_size=spec.stem.kernel_size,
             stride=spec.stem.stride,
-            activation=nn.SiLU,
+            activation=activation,
             padding=padding,
+            causal=causal,
+            conv_type=conv_type,
         )
         blocks: OrderedDict[str, nn.Module] = OrderedDict()
         channels = spec.stem.filters
         for i, stage in enumerate(spec.stages):
             for j, layer in enumerate(stage.layers):
                 blocks[f"b{i}_l{j}"] = MoViNetBlock(
-                    channels, stage.base_filters, layer, padding=padding
+                    channels,
+                    stage.base_filters,
+                    expand_filters=layer.expand_filters,
+                    kernel_size=layer.kernel_size,
+                    stride=layer.stride,
+                    padding=padding,
+                    causal=causal,
+                    conv_type=conv_type,
+                    se_type=se_type,
+                    activation=activation,
+                    gating_activation=gating_activation,
+                    se_ratio=SE_RATIO,
                 )
                 channels = stage.base_filters
         self.blocks = nn.Sequential(blocks)
-        self.conv7 = ConvBlock(channels, self.num_features, activation=nn.SiLU)
+        self.conv7 = ConvBlock(channels, self.num_features, activation=activation)
         self.classifier = nn.Sequential(
-            ConvBlock(self.num_features, self.head_filters, norm=False, bias=True),
-            nn.SiLU(),
+            ConvBlock(
+                self.num_features,
+                self.head_filters,
+                norm=False,
+                bias=True,
+            ),
+            make_activation(head_activation),
             nn.Dropout(p=dropout),
             self._new_logits_layer(num_classes),
         )
         self.apply(_init_weights)
         self._init_logits(self.classifier[3])
+        assign_state_keys(self)
 
     def _new_logits_layer(self, num_classes: int) -> ConvBlock:
         return ConvBlock(self.head_filters, num_classes, norm=False, bias=True)
@@ -477,15 +397,19 @@ class MoViNet(nn.Module):
         if block.conv.bias is not None:
             nn.init.zeros_(block.conv.bias)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+    def _trunk(self, x: torch.Tensor, state: StreamState | None) -> torch.Tensor:
         if x.ndim != 5 or x.shape[1] != self.in_channels:
             raise ValueError(
                 f"MoViNet expects (B, {self.in_channels}, T, H, W) clips, got {tuple(x.shape)}"
             )
-        x = self.conv1(x)  # B C T H/2 W/2
-        x = self.blocks(x)
-        x = self.conv7(x)  # B num_features T H' W'
-        return x.mean(dim=(2, 3, 4))
+        x = self.conv1(x, state)  # B C T H/2 W/2
+        for block in self.blocks:
+            x = block(x, state)
+        out: torch.Tensor = self.conv7(x)  # B num_features T H' W'
+        return out
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self._trunk(x, None).mean(dim=(2, 3, 4))
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         x = features[:, :, None, None, None]  # B C 1 1 1
@@ -493,6 +417,29 @@ class MoViNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+    def forward_stream(
+        self, x: torch.Tensor, state: StreamState | None = None
+    ) -> tuple[torch.Tensor, StreamState]:
+        """Logits for the video so far after the chunk ``x`` (B, 3, t, H, W), and the new state.
+
+        ``state=None`` starts a video. The state holds each causal conv's last k_t - 1 input
+        frames, each cumulative pool's running sum and count, and the head's running mean; its
+        size does not grow with the video. The input is never modified, nor is ``state``.
+        """
+        if not self.causal:
+            raise ValueError("forward_stream needs a causal MoViNet (e.g. movinet_a0_stream)")
+        new_state: StreamState = dict(state) if state is not None else {}
+        frames = self._trunk(x, new_state).mean(dim=(3, 4))  # B C t
+        total = frames.sum(dim=2)
+        seen = 0
+        if "head.pool_sum" in new_state:
+            total = total + new_state["head.pool_sum"]
+            seen = int(new_state["head.pool_count"])
+        seen += frames.shape[2]
+        new_state["head.pool_sum"] = total
+        new_state["head.pool_count"] = torch.tensor(seen)
+        return self.forward_head(total / seen), new_state
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the last 1x1x1 conv (``classifier.3``) with a fresh one for ``num_classes``."""
@@ -527,9 +474,14 @@ def _movinet(
     num_classes: int,
     dropout: float = 0.2,
     padding: PaddingMode = "tf_same",
+    **options: Any,
 ) -> MoViNet:
     return MoViNet(
-        MOVINET_SPECS[variant], num_classes=num_classes, dropout=dropout, padding=padding
+        MOVINET_SPECS[variant],
+        num_classes=num_classes,
+        dropout=dropout,
+        padding=padding,
+        **options,
     )
 
 
@@ -556,7 +508,7 @@ def movinet_a0(*, num_classes: int = 600, **kwargs: Any) -> MoViNet:
     test_input=_TEST_INPUT,
 )
 def movinet_a1(*, num_classes: int = 600, **kwargs: Any) -> MoViNet:
-    """MoViNet-A1 base (4.6M parameters), Kinetics-600 layout, 172x172 clips."""
+    """MoViNet-A1 base (4.7M parameters), Kinetics-600 layout, 172x172 clips."""
     return _movinet("a1", num_classes=num_classes, **kwargs)
 
 
@@ -568,8 +520,44 @@ def movinet_a1(*, num_classes: int = 600, **kwargs: Any) -> MoViNet:
     test_input=_TEST_INPUT,
 )
 def movinet_a2(*, num_classes: int = 600, **kwargs: Any) -> MoViNet:
-    """MoViNet-A2 base (4.8M parameters), Kinetics-600 layout, 224x224 clips."""
+    """MoViNet-A2 base (5.25M parameters as built by the reference), Kinetics-600, 224x224."""
     return _movinet("a2", num_classes=num_classes, **kwargs)
+
+
+@register_model(
+    "movinet_a0_stream",
+    family="movinet",
+    default_input=KINETICS600_172,
+    default_num_classes=600,
+    test_input=_TEST_INPUT,
+)
+def movinet_a0_stream(*, num_classes: int = 600, **kwargs: Any) -> MoViNet:
+    """MoViNet-A0 stream: causal (2+1)D, frame-by-frame capable, Kinetics-600, 172x172 clips."""
+    return _movinet("a0", num_classes=num_classes, **{**STREAM_OPTIONS, **kwargs})
+
+
+@register_model(
+    "movinet_a1_stream",
+    family="movinet",
+    default_input=KINETICS600_172,
+    default_num_classes=600,
+    test_input=_TEST_INPUT,
+)
+def movinet_a1_stream(*, num_classes: int = 600, **kwargs: Any) -> MoViNet:
+    """MoViNet-A1 stream: causal (2+1)D, frame-by-frame capable, Kinetics-600, 172x172 clips."""
+    return _movinet("a1", num_classes=num_classes, **{**STREAM_OPTIONS, **kwargs})
+
+
+@register_model(
+    "movinet_a2_stream",
+    family="movinet",
+    default_input=KINETICS600_224,
+    default_num_classes=600,
+    test_input=_TEST_INPUT,
+)
+def movinet_a2_stream(*, num_classes: int = 600, **kwargs: Any) -> MoViNet:
+    """MoViNet-A2 stream: causal (2+1)D, frame-by-frame capable, Kinetics-600, 224x224 clips."""
+    return _movinet("a2", num_classes=num_classes, **{**STREAM_OPTIONS, **kwargs})
 
 
 @register_model(
