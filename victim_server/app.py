@@ -18,6 +18,7 @@ from shared.schemas import KeyCreate
 from victim_server.accounting.connection import connect_redis
 from victim_server.accounting.keys import KeyStore
 from victim_server.accounting.ledger import Ledger
+from victim_server.accounting.reconcile import Reconciler
 from victim_server.api import admin, classify, client, health
 from victim_server.api.problems import install_problem_handlers
 from victim_server.detection.service import DetectionService, load_embedding
@@ -80,19 +81,22 @@ def create_app(
             metrics,
             throttle_retry_after_s=settings.throttle_retry_after_s,
         )
+        ledger = Ledger(
+            store,
+            idempotency_ttl_s=settings.idempotency_ttl_s,
+            abandoned_after_s=settings.abandoned_after_s,
+            reservation_ttl_s=settings.reservation_ttl_s,
+        )
         app.state.services = Services(
             settings=settings,
             redis=store,
             keys=KeyStore(store),
-            ledger=Ledger(
-                store,
-                idempotency_ttl_s=settings.idempotency_ttl_s,
-                abandoned_after_s=settings.abandoned_after_s,
-            ),
+            ledger=ledger,
             runner=runner,
             batcher=batcher,
             metrics=metrics,
             detection=detection,
+            reconciler=Reconciler(ledger),
         )
         await _provision_keys(app.state.services)
         batcher.start()
@@ -101,6 +105,7 @@ def create_app(
             yield
         finally:
             batcher.stop()
+            await app.state.services.reconciler.drain(timeout_s=settings.redis_timeout_s * 2)
             await binary.aclose()
             if redis is None:
                 await store.aclose()

@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 
 from victim_server.accounting.keys import KeyStore
 from victim_server.accounting.ledger import Ledger
+from victim_server.accounting.reconcile import Reconciler
 from victim_server.detection.service import DetectionService
 from victim_server.inference.batcher import MicroBatcher
 from victim_server.inference.runner import BatchOutput, ModelRunner
@@ -26,6 +27,7 @@ class Services:
     batcher: MicroBatcher[BatchOutput]
     metrics: VictimMetrics
     detection: DetectionService
+    reconciler: Reconciler
 
     @property
     def model_config(self) -> ModelConfig:

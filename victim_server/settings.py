@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     # A request charged but unfinished for this long is treated as abandoned (its process died):
     # a retry with the same Idempotency-Key inherits the charge instead of waiting forever.
     abandoned_after_s: float = Field(default=30.0, gt=0)
+    # How long a request's reservation record is kept: a late reserve (Redis stalled past
+    # redis_timeout_s) is recognised and refused for this long after its request gave up.
+    reservation_ttl_s: int = Field(default=600, ge=10)
     redis_timeout_s: float = Field(default=2.0, gt=0)
     throttle_retry_after_s: float = Field(default=30.0, gt=0)
     bootstrap_keys: list[BootstrapKey] = Field(

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import redis.asyncio as aioredis
+from faults.stall_proxy import StallProxy
+from redis.exceptions import TimeoutError as RedisTimeout
 
 from shared.schemas import KeyCreate
+from victim_server.accounting.connection import connect_redis
 from victim_server.accounting.keys import KeyStore
 from victim_server.accounting.ledger import Ledger, ReserveStatus
 
@@ -65,7 +69,8 @@ async def test_refund_gives_back_and_forgets_the_idempotency_record(
     key_id = await _key(redis_client, 5)
     ledger = Ledger(redis_client)
     await ledger.reserve(key_id, 5, idempotency_key="k", fingerprint="f", request_id="a")
-    assert await ledger.refund(key_id, 5, idempotency_key="k") == 0
+    released = await ledger.release(key_id, request_id="a", idempotency_key="k")
+    assert released.refunded == 5 and released.spent == 0
     again = await ledger.reserve(key_id, 5, idempotency_key="k", fingerprint="f", request_id="b")
     assert again.status is ReserveStatus.OK and again.spent == 5
 
@@ -86,7 +91,7 @@ async def test_all_keys_of_one_api_key_share_a_hash_tag(redis_client: aioredis.R
         key_id, 1, idempotency_key="i", fingerprint="f", request_id="r"
     )
     names = [name async for name in redis_client.scan_iter(match=f"*{key_id}*")]
-    assert len(names) == 2 and all(f"{{{key_id}}}" in name for name in names)
+    assert len(names) == 3 and all(f"{{{key_id}}}" in name for name in names)
 
 
 async def test_secrets_are_stored_hashed(redis_client: aioredis.Redis) -> None:
@@ -115,3 +120,80 @@ async def test_an_abandoned_request_is_taken_over_without_a_second_charge(
     await ledger.commit(key_id, idempotency_key="k", fingerprint="f", response_json="{}")
     replay = await ledger.reserve(key_id, 4, idempotency_key="k", fingerprint="f", request_id="d")
     assert replay.status is ReserveStatus.REPLAY and replay.spent == 4
+
+
+async def test_a_reserve_that_timed_out_after_charging_is_released_by_its_request_id(
+    redis_client: aioredis.Redis, redis_server: object
+) -> None:
+    """Redis runs the reserve but its reply comes after the client's timeout (issue 13.1)."""
+    key_id = await _key(redis_client, 10)
+    proxy = await StallProxy(redis_server.port).start()  # type: ignore[attr-defined]
+    slow = connect_redis(proxy.url, timeout_s=0.3)
+    try:
+        await slow.ping()
+        proxy.delay_replies(1.0, count=1)
+        with pytest.raises(RedisTimeout):
+            await Ledger(slow).reserve(
+                key_id, 3, idempotency_key="k", fingerprint="f", request_id="r1"
+            )
+    finally:
+        await slow.aclose()
+        await proxy.stop()
+    ledger = Ledger(redis_client)
+    assert (await KeyStore(redis_client).get(key_id)).spent == 3  # it did charge
+    released = await ledger.release(key_id, request_id="r1", idempotency_key="k")
+    assert (released.previous_state, released.refunded, released.spent) == ("held", 3, 0)
+    again = await ledger.release(key_id, request_id="r1", idempotency_key="k")
+    assert again.refunded == 0 and again.spent == 0  # releasing twice gives back once
+    fresh = await ledger.reserve(key_id, 3, idempotency_key="k", fingerprint="f", request_id="r2")
+    assert fresh.status is ReserveStatus.OK and fresh.spent == 3  # not 'in progress'
+
+
+async def test_a_release_before_the_reserve_runs_keeps_it_from_charging(
+    redis_client: aioredis.Redis,
+) -> None:
+    key_id = await _key(redis_client, 10)
+    ledger = Ledger(redis_client)
+    released = await ledger.release(key_id, request_id="late", idempotency_key=None)
+    assert released.previous_state == "none" and released.refunded == 0
+    late = await ledger.reserve(key_id, 4, idempotency_key=None, fingerprint="", request_id="late")
+    assert late.status is ReserveStatus.VOID and late.spent == 0
+    assert (await KeyStore(redis_client).get(key_id)).spent == 0
+
+
+async def test_a_retried_reserve_of_one_request_charges_once(redis_client: aioredis.Redis) -> None:
+    key_id = await _key(redis_client, 10)
+    ledger = Ledger(redis_client)
+    first = await ledger.reserve(key_id, 4, idempotency_key=None, fingerprint="", request_id="x")
+    retried = await ledger.reserve(key_id, 4, idempotency_key=None, fingerprint="", request_id="x")
+    assert first.status is retried.status is ReserveStatus.OK
+    assert retried.spent == 4
+
+
+async def test_a_committed_request_is_not_released(redis_client: aioredis.Redis) -> None:
+    key_id = await _key(redis_client, 10)
+    ledger = Ledger(redis_client)
+    await ledger.reserve(key_id, 2, idempotency_key="k", fingerprint="f", request_id="c")
+    await ledger.commit(
+        key_id, idempotency_key="k", fingerprint="f", response_json="{}", request_id="c"
+    )
+    released = await ledger.release(key_id, request_id="c", idempotency_key="k")
+    assert released.previous_state == "committed" and released.spent == 2
+
+
+async def test_releasing_a_takeover_gives_nothing_back_and_hands_the_charge_on(
+    redis_client: aioredis.Redis,
+) -> None:
+    key_id = await _key(redis_client, 10)
+    ledger = Ledger(redis_client, abandoned_after_s=0.1)
+    await ledger.reserve(key_id, 4, idempotency_key="k", fingerprint="f", request_id="a")
+    await asyncio.sleep(0.2)
+    took = await ledger.reserve(key_id, 4, idempotency_key="k", fingerprint="f", request_id="b")
+    assert took.status is ReserveStatus.TAKEOVER
+    released = await ledger.release(key_id, request_id="b", idempotency_key="k")
+    assert released.refunded == 0 and released.spent == 4
+    ledger_slow = Ledger(redis_client, abandoned_after_s=60)  # no wait for the next retry
+    next_try = await ledger_slow.reserve(
+        key_id, 4, idempotency_key="k", fingerprint="f", request_id="c"
+    )
+    assert next_try.status is ReserveStatus.TAKEOVER and next_try.spent == 4

@@ -18,3 +18,8 @@ def idempotency(key_id: str, idempotency_key: str) -> str:
 def detection(key_id: str, part: str) -> str:
     """Detector state of one key; ``part`` names one structure (e.g. 'meta', 'class:3')."""
     return f"{PREFIX}:{{{key_id}}}:det:{part}"
+
+
+def reservation(key_id: str, request_id: str) -> str:
+    """What one request charged (see :mod:`victim_server.accounting.lua`), kept a short while."""
+    return f"{PREFIX}:{{{key_id}}}:rsv:{request_id}"

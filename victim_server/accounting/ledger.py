@@ -1,4 +1,9 @@
-"""Budget reservation, refund and idempotent replay, each one atomic Lua call."""
+"""Budget reservation, release and idempotent replay, each one atomic Lua call.
+
+Every call names the request by its id, so every call is safe to repeat: a reserve whose reply
+was lost (a timeout after Redis ran it) can be *released* by id, which gives back exactly what
+that reserve charged, or nothing if it never ran (and then it never will).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from redis.asyncio import Redis
 from victim_server.accounting import keyspace, lua
 
 NO_IDEMPOTENCY = "-"
+NO_RESERVATION = "-"
 
 
 class ReserveStatus(StrEnum):
@@ -22,6 +28,7 @@ class ReserveStatus(StrEnum):
     IN_PROGRESS = "in_progress"  # the first request with this Idempotency-Key is still running
     TAKEOVER = "takeover"  # ... was charged but abandoned (server died): continue, uncharged
     MISMATCH = "mismatch"  # same Idempotency-Key, different request body
+    VOID = "void"  # this request id was released before its reserve ran: nothing charged
 
 
 @dataclass(frozen=True)
@@ -36,17 +43,33 @@ class Reservation:
         return max(0, self.budget - self.spent)
 
 
+@dataclass(frozen=True)
+class Release:
+    """What releasing a request id did: ``refunded`` clips given back (0 when it had charged
+    nothing, had been released already, or was committed)."""
+
+    previous_state: str  # none | held | void | released | committed
+    refunded: int
+    spent: int
+
+
 class Ledger:
     """Charges clips against a key's budget; never more than the budget, under any concurrency."""
 
     def __init__(
-        self, redis: Redis, *, idempotency_ttl_s: int = 24 * 3600, abandoned_after_s: float = 60.0
+        self,
+        redis: Redis,
+        *,
+        idempotency_ttl_s: int = 24 * 3600,
+        abandoned_after_s: float = 60.0,
+        reservation_ttl_s: int = 600,
     ) -> None:
         self._redis = redis
         self._ttl = idempotency_ttl_s
         self._abandoned_after = abandoned_after_s
+        self._reservation_ttl = reservation_ttl_s
         self._reserve = redis.register_script(lua.RESERVE)
-        self._refund = redis.register_script(lua.REFUND)
+        self._release = redis.register_script(lua.RELEASE)
         self._commit = redis.register_script(lua.COMMIT)
 
     async def reserve(
@@ -60,7 +83,11 @@ class Ledger:
     ) -> Reservation:
         idem = idempotency_key is not None
         status, budget, spent, payload = await self._reserve(
-            keys=[keyspace.key_record(key_id), self._idem_key(key_id, idempotency_key)],
+            keys=[
+                keyspace.key_record(key_id),
+                self._idem_key(key_id, idempotency_key),
+                keyspace.reservation(key_id, request_id),
+            ],
             args=[
                 clips,
                 "1" if idem else "0",
@@ -69,6 +96,7 @@ class Ledger:
                 request_id,
                 time.time(),
                 self._abandoned_after,
+                self._reservation_ttl,
             ],
         )
         return Reservation(
@@ -78,20 +106,41 @@ class Ledger:
             stored_response=_text(payload) or None,
         )
 
-    async def refund(self, key_id: str, clips: int, *, idempotency_key: str | None) -> int:
-        spent = await self._refund(
-            keys=[keyspace.key_record(key_id), self._idem_key(key_id, idempotency_key)],
-            args=[clips, "1" if idempotency_key is not None else "0"],
+    async def release(
+        self, key_id: str, *, request_id: str, idempotency_key: str | None
+    ) -> Release:
+        """Give back what request ``request_id`` charged (idempotent; a no-op after commit)."""
+        state, refunded, spent = await self._release(
+            keys=[
+                keyspace.key_record(key_id),
+                self._idem_key(key_id, idempotency_key),
+                keyspace.reservation(key_id, request_id),
+            ],
+            args=[request_id, self._reservation_ttl],
         )
-        return int(spent)
+        return Release(previous_state=_text(state), refunded=int(refunded), spent=int(spent))
 
     async def commit(
-        self, key_id: str, *, idempotency_key: str, fingerprint: str, response_json: str
+        self,
+        key_id: str,
+        *,
+        idempotency_key: str,
+        fingerprint: str,
+        response_json: str,
+        request_id: str | None = None,
     ) -> None:
+        """Store the answer for replay; the request's charge can no longer be released."""
         await self._commit(
-            keys=[self._idem_key(key_id, idempotency_key)],
+            keys=[
+                self._idem_key(key_id, idempotency_key),
+                keyspace.reservation(key_id, request_id or NO_RESERVATION),
+            ],
             args=[fingerprint, response_json, self._ttl],
         )
+
+    async def has_record(self, key_id: str, idempotency_key: str) -> bool:
+        """Whether a request with this Idempotency-Key was seen (pending or done)."""
+        return bool(await self._redis.exists(self._idem_key(key_id, idempotency_key)))
 
     @staticmethod
     def _idem_key(key_id: str, idempotency_key: str | None) -> str:

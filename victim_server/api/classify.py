@@ -5,24 +5,29 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import uuid
 from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
+from redis.exceptions import RedisError
 
 from shared.codec import ClipDecodeError, ClipLimits
 from shared.problems import ProblemType, VidStealProblem, problem_from_clip_error
 from shared.schemas import BudgetState, ClassifyResponse, OutputMode
 from victim_server.accounting.keys import ApiKey
 from victim_server.accounting.ledger import Reservation, ReserveStatus
+from victim_server.accounting.reconcile import Settlement
 from victim_server.api.clip_body import BodyLimits, decode_body, read_body
 from victim_server.api.deps import ApiKeyDep, ServicesDep
 from victim_server.api.problems import problem
 from victim_server.inference.batcher import Overloaded
 from victim_server.policy.answers import compose_answers
 from victim_server.services import Services
+
+log = logging.getLogger("vidsteal.victim")
 
 router = APIRouter(prefix="/v1", tags=["classify"])
 
@@ -73,42 +78,65 @@ async def classify(
     """Classify a batch of clips; one clip is one query against this key's budget."""
     metrics = services.metrics
     request_id = uuid.uuid4().hex
+    poison = await services.detection.gate(key.key_id, key.detection)
+    await _refuse_when_spent(key, services, idempotency_key)  # before reading the body
     clips = await _decode(request, key, services)
     n = int(clips.shape[0])
-    poison = await services.detection.gate(key.key_id, key.detection)
     fingerprint = _fingerprint(clips) if idempotency_key else ""
-    reservation = await services.ledger.reserve(
-        key.key_id,
-        n,
-        idempotency_key=idempotency_key,
-        fingerprint=fingerprint,
-        request_id=request_id,
-    )
+    try:
+        reservation = await services.ledger.reserve(
+            key.key_id,
+            n,
+            idempotency_key=idempotency_key,
+            fingerprint=fingerprint,
+            request_id=request_id,
+        )
+    except RedisError as exc:
+        raise await _unsettled(exc, key, n, services, request_id, idempotency_key) from None
     metrics.budget_remaining.labels(key.key_id).set(reservation.remaining)
     if reservation.status not in (ReserveStatus.OK, ReserveStatus.TAKEOVER):
         return _not_reserved(reservation, key, n, services)
     try:
-        output = await services.batcher.submit(clips)
+        response = await _answer(clips, key, services, reservation, request_id, poison)
     except BaseException as exc:
-        spent = await asyncio.shield(
-            services.ledger.refund(key.key_id, n, idempotency_key=idempotency_key)
+        settlement = await asyncio.shield(
+            services.reconciler.settle(
+                key.key_id, request_id=request_id, idempotency_key=idempotency_key
+            )
         )
-        metrics.budget_remaining.labels(key.key_id).set(max(0, reservation.budget - spent))
-        if isinstance(exc, Overloaded):
-            metrics.queries.labels(key.key_id, "overloaded").inc(n)
-            raise problem(
-                ProblemType.OVERLOADED,
-                "the inference queue is full; nothing was charged",
-                headers={"Retry-After": str(int(np.ceil(exc.retry_after_s)))},
-                retry_after=exc.retry_after_s,
-            ) from None
-        if isinstance(exc, Exception):
-            metrics.queries.labels(key.key_id, "error").inc(n)
-            raise problem(
-                ProblemType.INFERENCE_FAILED,
-                f"inference failed ({type(exc).__name__}); nothing was charged",
-            ) from exc
-        raise  # cancellation: refunded above, propagate
+        if settlement is not Settlement.PENDING:
+            budget = await _budget_quietly(key, services)
+            if budget is not None:
+                metrics.budget_remaining.labels(key.key_id).set(budget.remaining)
+        raise _failure_problem(exc, key, n, services, settlement) from exc
+    body = response.model_dump_json(exclude_none=True)
+    if idempotency_key:
+        try:
+            await services.ledger.commit(
+                key.key_id,
+                idempotency_key=idempotency_key,
+                fingerprint=fingerprint,
+                response_json=body,
+                request_id=request_id,
+            )
+        except RedisError as exc:
+            # The answer is charged and computed: deliver it. A retry with this key waits until
+            # the pending record counts as abandoned and then inherits this charge (no second).
+            log.warning("commit of request %s failed (%s): answered anyway", request_id, exc)
+    metrics.queries.labels(key.key_id, "accepted").inc(n)
+    return Response(content=body, media_type="application/json")
+
+
+async def _answer(
+    clips: np.ndarray,
+    key: ApiKey,
+    services: Services,
+    reservation: Reservation,
+    request_id: str,
+    poison: bool,
+) -> ClassifyResponse:
+    """Everything between charging and answering; any failure here is given back."""
+    output = await services.batcher.submit(clips)
     config = services.model_config
     logits = output.logits
     verdict = await services.detection.observe(
@@ -117,8 +145,8 @@ async def classify(
     if verdict is not None and verdict.alarm and key.detection.action == "poison":
         poison = True
     if poison:
-        metrics.poisoned.inc(n)
-    response = ClassifyResponse(
+        services.metrics.poisoned.inc(len(clips))
+    return ClassifyResponse(
         model=config.model_tag,
         output=key.output,
         top_k=key.top_k if key.output is OutputMode.TOPK else None,
@@ -134,16 +162,100 @@ async def classify(
         budget=_budget_after(key, reservation),
         request_id=request_id,
     )
-    body = response.model_dump_json(exclude_none=True)
-    if idempotency_key:
-        await services.ledger.commit(
-            key.key_id,
-            idempotency_key=idempotency_key,
-            fingerprint=fingerprint,
-            response_json=body,
+
+
+async def _refuse_when_spent(key: ApiKey, services: Services, idempotency_key: str | None) -> None:
+    """429 before the body is read when the key has nothing left, so a spent key cannot make
+    the server decode bodies at will. A retry of a finished request still gets its replay."""
+    if key.remaining > 0:
+        return
+    if idempotency_key and await services.ledger.has_record(key.key_id, idempotency_key):
+        return
+    services.metrics.queries.labels(key.key_id, "budget_exhausted").inc()
+    raise problem(
+        ProblemType.BUDGET_EXHAUSTED,
+        f"no queries left of {key.budget}",
+        budget=key.budget_state().model_dump(),
+    )
+
+
+async def _unsettled(
+    exc: RedisError,
+    key: ApiKey,
+    n: int,
+    services: Services,
+    request_id: str,
+    idempotency_key: str | None,
+) -> VidStealProblem:
+    """The reserve failed in Redis: it may have charged. Settle it, then say what holds."""
+    log.warning("reserve of request %s failed: %s", request_id, exc)
+    settlement = await asyncio.shield(
+        services.reconciler.settle(
+            key.key_id, request_id=request_id, idempotency_key=idempotency_key
         )
-    metrics.queries.labels(key.key_id, "accepted").inc(n)
-    return Response(content=body, media_type="application/json")
+    )
+    services.metrics.queries.labels(key.key_id, "accounting_unavailable").inc(n)
+    return _accounting_problem(settlement)
+
+
+def _accounting_problem(settlement: Settlement) -> VidStealProblem:
+    if settlement is Settlement.PENDING:
+        detail = (
+            "the accounting store did not answer, so whether this request was charged is not "
+            "known yet; any charge it made is given back once the store answers again (a retry "
+            "with the same Idempotency-Key is never charged twice)"
+        )
+    else:
+        detail = "the accounting store did not answer in time; this request was not charged"
+        if settlement is Settlement.REFUNDED:
+            detail += " (its charge was given back)"
+    return problem(
+        ProblemType.ACCOUNTING_UNAVAILABLE,
+        detail,
+        headers={"Retry-After": "1"},
+        retry_after=1.0,
+        charge=settlement.value,
+    )
+
+
+def _failure_problem(
+    exc: BaseException, key: ApiKey, n: int, services: Services, settlement: Settlement
+) -> BaseException:
+    """The problem for a failure after the charge (already settled); cancellation propagates."""
+    metrics = services.metrics
+    charged = (
+        "nothing was charged"
+        if settlement is not Settlement.PENDING
+        else "any charge is given back once the accounting store answers"
+    )
+    if isinstance(exc, Overloaded):
+        metrics.queries.labels(key.key_id, "overloaded").inc(n)
+        return problem(
+            ProblemType.OVERLOADED,
+            f"the inference queue is full; {charged}",
+            headers={"Retry-After": str(int(np.ceil(exc.retry_after_s)))},
+            retry_after=exc.retry_after_s,
+            charge=settlement.value,
+        )
+    if isinstance(exc, RedisError):
+        metrics.queries.labels(key.key_id, "accounting_unavailable").inc(n)
+        return _accounting_problem(settlement)
+    if isinstance(exc, Exception):
+        metrics.queries.labels(key.key_id, "error").inc(n)
+        return problem(
+            ProblemType.INFERENCE_FAILED,
+            f"inference failed ({type(exc).__name__}); {charged}",
+            charge=settlement.value,
+        )
+    return exc  # cancellation: settled above, propagate
+
+
+async def _budget_quietly(key: ApiKey, services: Services) -> BudgetState | None:
+    try:
+        fresh = await services.keys.get(key.key_id)
+    except RedisError:
+        return None
+    return fresh.budget_state() if fresh is not None else None
 
 
 async def _decode(request: Request, key: ApiKey, services: Services) -> np.ndarray:
@@ -207,6 +319,8 @@ def _not_reserved(reservation: Reservation, key: ApiKey, n: int, services: Servi
     if status is ReserveStatus.REVOKED:
         metrics.queries.labels(key.key_id, "revoked").inc(n)
         raise problem(ProblemType.KEY_REVOKED, f"key {key.key_id} has been revoked")
+    if status is ReserveStatus.VOID:
+        raise _accounting_problem(Settlement.NOT_CHARGED)
     if status is ReserveStatus.UNKNOWN:
         raise problem(ProblemType.UNAUTHORIZED, "unknown API key")
     if status is ReserveStatus.IN_PROGRESS:

@@ -77,7 +77,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         log.warning("redis unavailable: %s", exc)
         error = problem(
             ProblemType.ACCOUNTING_UNAVAILABLE,
-            "the accounting store is unreachable; nothing was charged",
+            "the accounting store is unreachable; try again shortly",
             headers={"Retry-After": "1"},
             retry_after=1.0,
         )
