@@ -86,22 +86,35 @@ def normalise_url(url: str) -> str:
     return urlunsplit((scheme, netloc, parts.path.rstrip("/"), parts.query, ""))
 
 
-def victim_identity(url: str, model_tag: str, output_mode: str, top_k: int | None) -> str:
+def victim_identity(
+    url: str,
+    model_tag: str,
+    output_mode: str,
+    top_k: int | None,
+    *,
+    key_id: str | None = None,
+    policy_fingerprint: str | None = None,
+) -> str:
     """Short stable digest (16 hex chars) naming what a paid answer is an answer *of*.
 
     Answers from a different server, model, output mode or top-k are different answers, so each
-    gets its own identity. ``top_k`` is included as given (pass ``None`` where it does not apply).
+    gets its own identity; so are answers to a different API key (``key_id``) or under a
+    different answer policy (``policy_fingerprint``, published by the server: defenses, noise,
+    rounding, poisoning). ``top_k`` is included as given (pass ``None`` where it does not
+    apply). Without ``key_id`` and ``policy_fingerprint`` (servers that do not publish them)
+    the digest is the one older versions computed, so their caches stay valid.
     """
-    canonical = json.dumps(
-        {
-            "url": normalise_url(url),
-            "model_tag": model_tag.strip(),
-            "output_mode": output_mode.strip().lower(),
-            "top_k": top_k,
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-    )
+    fields: dict[str, object] = {
+        "url": normalise_url(url),
+        "model_tag": model_tag.strip(),
+        "output_mode": output_mode.strip().lower(),
+        "top_k": top_k,
+    }
+    if key_id is not None:
+        fields["key_id"] = key_id
+    if policy_fingerprint is not None:
+        fields["policy"] = policy_fingerprint
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     digest = hashlib.blake2b(
         canonical.encode("utf-8"), digest_size=_IDENTITY_DIGEST_SIZE, person=_IDENTITY_PERSON
     )

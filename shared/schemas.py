@@ -96,6 +96,13 @@ class ModelInfo(_Wire):
     max_clips_per_request: int
     max_body_bytes: int
     content_types: list[str]
+    # Which key is asking, and an opaque digest of everything that shapes its answers (output
+    # mode, top-k, output defenses, poisoning on alarm). Answers paid under one (key, policy)
+    # are never reused under another. ``None`` from servers older than this field.
+    key_id: str | None = None
+    policy_fingerprint: Annotated[
+        str | None, Field(pattern=r"^[0-9a-f]{8,64}$", description="opaque; changes with policy")
+    ] = None
 
 
 DetectorName = Literal["prada", "none"]

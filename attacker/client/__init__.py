@@ -8,6 +8,7 @@ from attacker.client.errors import (
     RetriesExhausted,
     VictimError,
 )
+from attacker.client.identity import answer_identity
 from attacker.client.victim import RetryPolicy, VictimClient, parse_retry_after
 
 __all__ = [
@@ -20,5 +21,6 @@ __all__ = [
     "RetryPolicy",
     "VictimClient",
     "VictimError",
+    "answer_identity",
     "parse_retry_after",
 ]

@@ -9,13 +9,12 @@ import httpx
 import numpy as np
 import pytest
 import redis.asyncio as aioredis
-from helpers.victim import budget_of, create_key
+from helpers.victim import ADMIN_HEADERS, budget_of, create_key
 
-from attacker.client import ResponseCache, RetryPolicy, VictimClient
+from attacker.client import ResponseCache, RetryPolicy, VictimClient, answer_identity
 from attacker.collect import Collector
 from attacker.data import TransferManifest, TransferSet, TransferSetWriter
 from attacker.sources import ClipShape, build_source
-from shared.hashing import victim_identity
 from shared.problems import PROBLEM_CONTENT_TYPE, ProblemType, make_problem
 from shared.synthactions import SynthActions
 from shared.video import encode_mp4
@@ -47,7 +46,7 @@ async def _collect(
         retry=RetryPolicy(max_attempts=6),
     ) as client:
         info = await client.model_info()
-        identity = victim_identity("http://victim", info.model, info.output.value, info.top_k)
+        identity = answer_identity("http://victim", info)
         manifest = TransferManifest(
             victim={"identity": identity},
             output=info.output.value,
@@ -88,6 +87,41 @@ async def test_spends_exactly_the_budget_and_a_rerun_pays_nothing(
     assert (await budget_of(victim_app, key["api_key"]))["spent"] == 101
     assert [r.clip_hash for r in second.records] == [r.clip_hash for r in transfer.records]
     assert [r.result for r in second.records] == [r.result for r in transfer.records]
+
+
+async def test_answers_paid_by_a_defended_key_are_not_reused_by_another_key(
+    victim_transport: httpx.ASGITransport,
+    victim_app: httpx.AsyncClient,
+    redis_client: aioredis.Redis,
+    tmp_path: Path,
+) -> None:
+    """Issue 13.2: same URL, model and output mode, different keys and defenses."""
+    defended = await create_key(
+        victim_app,
+        budget=100,
+        defenses={"gaussian_noise": {"sigma": 0.1}, "round_decimals": 1},
+    )
+    plain = await create_key(victim_app, budget=100)
+    first, noised = await _collect(
+        victim_transport, redis_client, defended["api_key"], tmp_path / "d", target=20
+    )
+    second, clean = await _collect(
+        victim_transport, redis_client, plain["api_key"], tmp_path / "p", target=20
+    )
+    assert first.paid == 20 and second.paid == 20 and second.cache_hits == 0
+    assert (await budget_of(victim_app, plain["api_key"]))["spent"] == 20
+    assert [r.result for r in clean.records] != [r.result for r in noised.records]
+    # The same key under a changed policy pays again, too.
+    response = await victim_app.put(
+        f"/admin/keys/{plain['key_id']}/defenses",
+        json={"round_decimals": 2},
+        headers=ADMIN_HEADERS,
+    )
+    assert response.status_code == 200, response.text
+    third, _ = await _collect(
+        victim_transport, redis_client, plain["api_key"], tmp_path / "p2", target=20
+    )
+    assert third.paid == 20 and third.cache_hits == 0
 
 
 async def test_never_one_query_over_the_allowance(

@@ -138,6 +138,18 @@ def test_victim_identity_changes_with_each_part(changed: tuple[str, str, str, in
     assert victim_identity(*changed) != victim_identity("http://127.0.0.1:8000", "m.v1", "topk", 5)
 
 
+def test_victim_identity_separates_keys_and_answer_policies() -> None:
+    base = ("http://127.0.0.1:8000", "m.v1", "probs", None)
+    old = victim_identity(*base)
+    with_key = victim_identity(*base, key_id="k1", policy_fingerprint="ab" * 16)
+    assert with_key != old
+    assert with_key != victim_identity(*base, key_id="k2", policy_fingerprint="ab" * 16)
+    assert with_key != victim_identity(*base, key_id="k1", policy_fingerprint="cd" * 16)
+    assert with_key == victim_identity(*base, key_id="k1", policy_fingerprint="ab" * 16)
+    # Servers that publish neither keep the former digest (their caches stay valid).
+    assert victim_identity(*base, key_id=None, policy_fingerprint=None) == old
+
+
 def test_cache_key_joins_identity_and_clip_hash() -> None:
     identity = victim_identity("http://localhost:8000", "m", "logits", None)
     digest = clip_hash(make_clip())

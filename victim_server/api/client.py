@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from shared.schemas import BudgetState, InputSpecWire, ModelInfo, OutputMode
 from victim_server.api.clip_body import ACCEPTED_CONTENT_TYPES
 from victim_server.api.deps import ApiKeyDep, ServicesDep
+from victim_server.policy.fingerprint import fingerprint_secret, policy_fingerprint
 
 router = APIRouter(prefix="/v1", tags=["client"])
 
@@ -19,7 +20,8 @@ async def get_budget(key: ApiKeyDep) -> BudgetState:
 
 @router.get("/model")
 async def get_model(key: ApiKeyDep, services: ServicesDep) -> ModelInfo:
-    """The served model's tag, input spec and labels, and this key's output mode."""
+    """The served model's tag, input spec and labels; this key's id, output mode and answer-policy
+    fingerprint (it changes whenever the key's answers could: cache answers under it)."""
     config = services.model_config
     spec = config.input
     return ModelInfo(
@@ -39,4 +41,12 @@ async def get_model(key: ApiKeyDep, services: ServicesDep) -> ModelInfo:
         max_clips_per_request=services.settings.max_clips_per_request,
         max_body_bytes=services.settings.max_body_bytes,
         content_types=ACCEPTED_CONTENT_TYPES,
+        key_id=key.key_id,
+        policy_fingerprint=policy_fingerprint(
+            output=key.output,
+            top_k=key.top_k,
+            defenses=key.defenses,
+            detection=key.detection,
+            secret=fingerprint_secret(services.settings.admin_token.get_secret_value()),
+        ),
     )
