@@ -139,6 +139,13 @@ class LossSpec(BaseModel):
         """The loss's constructor arguments (everything but ``name``)."""
         return dict(self.model_extra or {})
 
+    def __eq__(self, other: object) -> bool:
+        """Specs compare by name and parameters; a spec without parameters also equals its name
+        as a string, the way YAML may write it (``LossSpec() == "auto"``)."""
+        if isinstance(other, str):
+            return self.name == other and not self.params
+        return super().__eq__(other)
+
     @classmethod
     def of(cls, name: str, **params: Any) -> LossSpec:
         """``LossSpec(name=name, **params)``, with a one-line ValueError instead of pydantic's."""

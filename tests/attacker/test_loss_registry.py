@@ -172,3 +172,10 @@ def test_every_part_is_logged_separately() -> None:
     assert parts.distill.item() == pytest.approx(loss.distill(s, targets).item())
     plain = build_loss("topk", "topk")(s, targets).as_floats()
     assert set(plain) == {"loss", "distill", "true_label"}
+
+
+def test_a_spec_without_parameters_equals_its_name() -> None:
+    assert LossSpec() == "auto"
+    assert LossSpec.model_validate("kl") == "kl"
+    assert LossSpec.model_validate({"name": "kl", "temperature": 2}) != "kl"
+    assert LossSpec.model_validate("kl") == LossSpec(name="kl")
