@@ -7,17 +7,21 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol, runtime_checkable
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 __all__ = [
     "RECIPE_VERSION",
     "ClipShape",
     "QueryClip",
     "QuerySource",
+    "SourceConfigBase",
     "SourceError",
+    "SourceModel",
     "check_recipe_shape",
     "clip_rng",
     "derive_seed",
     "finish_clip",
+    "incomplete_source_models",
     "to_uint8",
 ]
 
@@ -27,6 +31,36 @@ RECIPE_VERSION: Final = 1
 
 class SourceError(ValueError):
     """A query source cannot be built, read, or asked to re-create a clip."""
+
+
+class SourceModel(BaseModel):
+    """Base of every pydantic model in a source config: frozen, and unknown fields are errors (a
+    typo fails at load time)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        if not cls.__pydantic_complete__:  # it names a type defined later (``SourceConfig``)
+            _INCOMPLETE_MODELS.append(cls)
+
+
+#: Source models whose fields name a type not yet defined, in the order they were defined (the
+#: order to rebuild them in: a mix's ``MixPart`` before the ``MixConfig`` that holds it).
+_INCOMPLETE_MODELS: list[type[SourceModel]] = []
+
+
+def incomplete_source_models() -> list[type[SourceModel]]:
+    """The source models still waiting for a forward reference, oldest first."""
+    return [model for model in _INCOMPLETE_MODELS if not model.__pydantic_complete__]
+
+
+class SourceConfigBase(SourceModel):
+    """Base of a source's config. A subclass declares ``kind: Literal["<kind>"] = "<kind>"``:
+    the tag that picks it in YAML (``source: {kind: noise, ...}``) and in the registry."""
+
+    kind: str
 
 
 class _HasClipShape(Protocol):

@@ -26,26 +26,34 @@ import logging
 import math
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any, Final, Literal, cast
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from pydantic import Field, field_validator
 
 from attacker.sources._base import (
     RECIPE_VERSION,
     ClipShape,
     QueryClip,
+    SourceConfigBase,
     SourceError,
     clip_rng,
     finish_clip,
     to_uint8,
 )
 from attacker.sources._resample import Border, sample_bilinear
-from attacker.sources.config import StackedAffineConfig
+from attacker.sources.registry import register_source
 from attacker.sources.sprites import render_layered, sample_layered
 from attacker.sources.textures import PATTERNS, draw_texture
 
-__all__ = ["IMAGE_EXTENSIONS", "StackedAffineSource", "list_images", "render_affine"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "StackedAffineConfig",
+    "StackedAffineSource",
+    "list_images",
+    "render_affine",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +65,39 @@ _LAYERED_STREAM: Final = 24
 _SUPERSAMPLE: Final = 2
 _IMAGE_CACHE_SIZE: Final = 64
 PATTERN_NAMES: Final = tuple(PATTERNS)
+
+
+class StackedAffineConfig(SourceConfigBase):
+    """Clips made by moving, rotating and zooming one still image over time.
+
+    ``images`` is a folder of .jpg/.jpeg/.png files (searched recursively); ``None`` uses
+    procedural textures (gratings, checkerboards, blobs, shapes, colour noise, rings).
+    ``max_shift`` bounds the translation as a fraction of the frame size, ``max_rotation_deg`` the
+    rotation over the clip, ``zoom_range`` the scale factors. ``oscillation`` is the probability
+    that a clip moves back and forth (a cosine profile) instead of in a straight line. Outside the
+    image the content is mirrored (``reflect``), tiled (``wrap``) or black (``black``).
+    ``layered`` is the probability that a clip is instead a layered scene: one or two textured
+    sprites with their own affine trajectories over a still background.
+    """
+
+    kind: Literal["stacked_affine"] = "stacked_affine"
+    images: Path | None = None
+    max_shift: float = Field(0.3, ge=0.0, le=2.0)
+    max_rotation_deg: float = Field(90.0, ge=0.0, le=360.0)
+    zoom_range: tuple[float, float] = (0.7, 1.4)
+    oscillation: float = Field(0.25, ge=0.0, le=1.0)
+    border: Literal["reflect", "wrap", "black"] = "reflect"
+    # Probability that a clip is layered: textured sprites moving over a still background
+    # (see attacker/sources/sprites.py) instead of one whole-frame warp.
+    layered: float = Field(0.0, ge=0.0, le=1.0)
+
+    @field_validator("zoom_range")
+    @classmethod
+    def _zoom_ok(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not 0.05 <= low <= high <= 20.0:
+            raise ValueError("zoom_range must be (low, high) with 0.05 <= low <= high <= 20")
+        return value
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -75,6 +116,34 @@ def list_images(folder: Path) -> list[Path]:
     return [p.resolve() for p in files]
 
 
+def render_affine(recipe: dict[str, Any], shape: ClipShape) -> np.ndarray:
+    """The clip a stacked-affine recipe describes."""
+    if "layered" in recipe:
+        return render_layered(recipe["layered"], shape, index=int(recipe["index"]))
+    image = _image_for(recipe["image"], shape)
+    motion = recipe["motion"]
+    frames, height, width = shape.frames, shape.height, shape.width
+    g = motion_profile(motion, frames)
+    (sx0, sy0), (sx1, sy1) = motion["shift0"], motion["shift1"]
+    tx = (sx0 + (sx1 - sx0) * g) * width
+    ty = (sy0 + (sy1 - sy0) * g) * height
+    angle = np.radians(motion["angle0_deg"] + (motion["angle1_deg"] - motion["angle0_deg"]) * g)
+    zoom0, zoom1 = float(motion["zoom0"]), float(motion["zoom1"])
+    zoom = zoom0 * (zoom1 / zoom0) ** g
+    cos = (np.cos(angle) / zoom)[:, None, None]
+    sin = (np.sin(angle) / zoom)[:, None, None]
+    dx = (np.arange(width) + 0.5 - width / 2.0)[None, None, :] - tx[:, None, None]  # (T, 1, W)
+    dy = (np.arange(height) + 0.5 - height / 2.0)[None, :, None] - ty[:, None, None]  # (T, H, 1)
+    image_x = cos * dx + sin * dy  # (T, H, W), frame pixels from the image centre
+    image_y = cos * dy - sin * dx
+    scale_y, scale_x = image.shape[0] / height, image.shape[1] / width
+    us = (image_x + width / 2.0) * scale_x - 0.5
+    vs = (image_y + height / 2.0) * scale_y - 0.5
+    border = cast(Border, recipe.get("border", "reflect"))
+    return finish_clip(to_uint8(sample_bilinear(image, vs, us, border=border)), shape)
+
+
+@register_source("stacked_affine", config=StackedAffineConfig, render=render_affine)
 class StackedAffineSource:
     """An infinite stream of stacked-affine clips (see :class:`StackedAffineConfig`)."""
 
@@ -160,33 +229,6 @@ def motion_profile(motion: dict[str, Any], frames: int) -> np.ndarray:
     if motion["profile"] == "pingpong":
         return 0.5 * (1.0 - np.cos(2.0 * math.pi * float(motion["cycles"]) * tau))
     raise SourceError(f"stacked_affine: unknown motion profile {motion['profile']!r}")
-
-
-def render_affine(recipe: dict[str, Any], shape: ClipShape) -> np.ndarray:
-    """The clip a stacked-affine recipe describes."""
-    if "layered" in recipe:
-        return render_layered(recipe["layered"], shape, index=int(recipe["index"]))
-    image = _image_for(recipe["image"], shape)
-    motion = recipe["motion"]
-    frames, height, width = shape.frames, shape.height, shape.width
-    g = motion_profile(motion, frames)
-    (sx0, sy0), (sx1, sy1) = motion["shift0"], motion["shift1"]
-    tx = (sx0 + (sx1 - sx0) * g) * width
-    ty = (sy0 + (sy1 - sy0) * g) * height
-    angle = np.radians(motion["angle0_deg"] + (motion["angle1_deg"] - motion["angle0_deg"]) * g)
-    zoom0, zoom1 = float(motion["zoom0"]), float(motion["zoom1"])
-    zoom = zoom0 * (zoom1 / zoom0) ** g
-    cos = (np.cos(angle) / zoom)[:, None, None]
-    sin = (np.sin(angle) / zoom)[:, None, None]
-    dx = (np.arange(width) + 0.5 - width / 2.0)[None, None, :] - tx[:, None, None]  # (T, 1, W)
-    dy = (np.arange(height) + 0.5 - height / 2.0)[None, :, None] - ty[:, None, None]  # (T, H, 1)
-    image_x = cos * dx + sin * dy  # (T, H, W), frame pixels from the image centre
-    image_y = cos * dy - sin * dx
-    scale_y, scale_x = image.shape[0] / height, image.shape[1] / width
-    us = (image_x + width / 2.0) * scale_x - 0.5
-    vs = (image_y + height / 2.0) * scale_y - 0.5
-    border = cast(Border, recipe.get("border", "reflect"))
-    return finish_clip(to_uint8(sample_bilinear(image, vs, us, border=border)), shape)
 
 
 def _image_for(spec: dict[str, Any], shape: ClipShape) -> np.ndarray:

@@ -1,52 +1,31 @@
-"""Build a query source from its config, and re-create any emitted clip from its recipe."""
+"""Build a query source from its config, and re-create any emitted clip from its recipe.
+
+Both look the source up in the registry (:mod:`attacker.sources.registry`) by its ``kind``: the
+config's tag to build, the recipe's ``"source"`` field to re-create.
+"""
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 
 from attacker.sources._base import (
     ClipShape,
     QuerySource,
+    SourceConfigBase,
     SourceError,
     check_recipe_shape,
-    derive_seed,
 )
-from attacker.sources.affine import StackedAffineSource, render_affine
-from attacker.sources.config import (
-    MixConfig,
-    NoiseConfig,
-    NpzConfig,
-    SourceConfig,
-    StackedAffineConfig,
-    SynthActionsConfig,
-    VideoFolderConfig,
-    parse_source_config,
-)
-from attacker.sources.mix import MixSource
-from attacker.sources.noise import NoiseSource, render_noise
-from attacker.sources.npz import NpzSource, read_npz_clip
-from attacker.sources.synth import SynthActionsSource, render_synthactions
-from attacker.sources.videos import VideoFolderSource, read_video_clip
+from attacker.sources.config import parse_source_config
+from attacker.sources.registry import get_source_entry, list_sources
 
 __all__ = ["build_source", "recreate_clip"]
 
-_MIX_STREAM: Final = 41
-_CONFIG_TYPES: Final = (
-    NoiseConfig,
-    StackedAffineConfig,
-    VideoFolderConfig,
-    SynthActionsConfig,
-    NpzConfig,
-    MixConfig,
-)
-
 
 def build_source(
-    config: SourceConfig | Mapping[str, Any], *, shape: ClipShape, seed: int
+    config: SourceConfigBase | Mapping[str, Any], *, shape: ClipShape, seed: int
 ) -> QuerySource:
     """The query source a config describes, producing clips at ``shape``.
 
@@ -57,55 +36,36 @@ def build_source(
     """
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise SourceError(f"seed must be a non-negative int, got {seed!r}")
-    if not isinstance(config, _CONFIG_TYPES):
+    if not isinstance(config, SourceConfigBase):
         config = parse_source_config(config)
-    if isinstance(config, NoiseConfig):
-        return NoiseSource(config, shape=shape, seed=seed)
-    if isinstance(config, StackedAffineConfig):
-        return StackedAffineSource(config, shape=shape, seed=seed)
-    if isinstance(config, VideoFolderConfig):
-        return VideoFolderSource(config, shape=shape, seed=seed)
-    if isinstance(config, SynthActionsConfig):
-        return SynthActionsSource(config, shape=shape, seed=seed)
-    if isinstance(config, NpzConfig):
-        return NpzSource(config, shape=shape, seed=seed)
-    kinds = Counter(part.source.kind for part in config.parts)
-    parts: list[tuple[str, QuerySource, float]] = []
-    for i, part in enumerate(config.parts):
-        name = part.name
-        if name is None:
-            name = part.source.kind if kinds[part.source.kind] == 1 else f"{part.source.kind}_{i}"
-        source = build_source(part.source, shape=shape, seed=derive_seed(seed, _MIX_STREAM, i))
-        parts.append((name, source, part.weight))
-    return MixSource(parts, on_exhausted=config.on_exhausted)
+    entry = get_source_entry(config.kind)
+    if not isinstance(config, entry.config):
+        raise SourceError(
+            f"a {type(config).__name__} is not the config of source {entry.kind!r} "
+            f"({entry.config.__name__})"
+        )
+    return entry.builder(config, shape=shape, seed=seed)
 
 
 def recreate_clip(recipe: Mapping[str, Any], *, shape: ClipShape) -> np.ndarray:
     """Rebuild the clip a recipe came with, exactly (uint8, C-contiguous, ``shape``).
 
-    Works for every source kind; ``video_folder`` and ``npz`` read their file again, so they
-    fail (:class:`SourceError`) if it has gone. A recipe made at another clip shape is refused.
+    Works for every registered source that has a re-creator; ``video_folder`` and ``npz`` read
+    their file again, so they fail (:class:`SourceError`) if it has gone. A recipe made at another
+    clip shape is refused.
     """
     recipe = dict(recipe)
     kind = recipe.get("source")
-    if kind == "mix":
-        inner = recipe.get("recipe")
-        if not isinstance(inner, Mapping):
-            raise SourceError("mix recipe has no part recipe under 'recipe'")
-        return recreate_clip(inner, shape=shape)
+    known = list_sources()
+    if not isinstance(kind, str) or kind not in known:
+        raise SourceError(
+            f"cannot re-create a clip from a recipe of source {kind!r}; known: {', '.join(known)}"
+        )
+    render = get_source_entry(kind).render
+    if render is None:
+        raise SourceError(f"source {kind!r} cannot re-create its clips from recipes")
     check_recipe_shape(recipe, shape)
     try:
-        if kind == "noise":
-            return render_noise(recipe, shape)
-        if kind == "stacked_affine":
-            return render_affine(recipe, shape)
-        if kind == "synthactions":
-            return render_synthactions(recipe, shape)
-        if kind == "npz":
-            return read_npz_clip(recipe, shape)
-        if kind == "video_folder":
-            return read_video_clip(recipe, shape)
+        return render(recipe, shape)
     except KeyError as exc:
         raise SourceError(f"{kind} recipe is missing {exc}") from None
-    known = ["mix", "noise", "npz", "stacked_affine", "synthactions", "video_folder"]
-    raise SourceError(f"cannot re-create a clip from a recipe of source {kind!r}; known: {known}")

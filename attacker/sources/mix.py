@@ -7,18 +7,95 @@ configured floats, so the schedule is the same on every machine, and after any p
 clips each part has emitted ``w_i * n`` rounded up or down (e.g. exactly 5 of the first 100 for
 a 5% part). Part ``i`` runs with its own seed derived from the run seed and ``i``.
 
+A part's config is any :data:`~attacker.sources.SourceConfig`, a mix included; the union is
+resolved in :mod:`attacker.sources.config` once every built-in source is registered.
+
 Recipe: ``{"source": "mix", "part": i, "part_name": name, "recipe": <the part's recipe>}``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
 from fractions import Fraction
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
-from attacker.sources._base import RECIPE_VERSION, QueryClip, QuerySource
+import numpy as np
+from pydantic import Field, model_validator
 
-__all__ = ["MixSource", "schedule"]
+from attacker.sources._base import (
+    RECIPE_VERSION,
+    ClipShape,
+    QueryClip,
+    QuerySource,
+    SourceConfigBase,
+    SourceError,
+    SourceModel,
+    derive_seed,
+)
+from attacker.sources.registry import register_source
+
+if TYPE_CHECKING:
+    from attacker.sources.config import SourceConfig
+
+__all__ = ["MixConfig", "MixPart", "MixSource", "build_mix", "render_mix", "schedule"]
+
+_MIX_STREAM: Final = 41
+
+
+class MixPart(SourceModel):
+    """One part of a mix: a source and its (relative, positive) weight."""
+
+    source: SourceConfig
+    weight: float = Field(gt=0.0)
+    name: str | None = None
+
+
+class MixConfig(SourceConfigBase):
+    """Several sources interleaved by weight, on a fixed schedule (largest deficit first), so any
+    prefix of the stream keeps the proportions to within one clip per part.
+
+    When a finite part runs out, ``on_exhausted="stop"`` ends the mix and ``"continue"`` goes on
+    with the other parts.
+    """
+
+    kind: Literal["mix"] = "mix"
+    parts: tuple[MixPart, ...] = Field(min_length=1)
+    on_exhausted: Literal["stop", "continue"] = "stop"
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> MixConfig:
+        names = [part.name for part in self.parts if part.name is not None]
+        if len(names) != len(set(names)):
+            raise ValueError(f"mix part names must be unique, got {names}")
+        return self
+
+
+def render_mix(recipe: dict[str, Any], shape: ClipShape) -> np.ndarray:
+    """The clip of the part recipe a mix recipe wraps."""
+    from attacker.sources.build import recreate_clip  # build -> config -> this module
+
+    inner = recipe.get("recipe")
+    if not isinstance(inner, Mapping):
+        raise SourceError("mix recipe has no part recipe under 'recipe'")
+    return recreate_clip(inner, shape=shape)
+
+
+@register_source("mix", config=MixConfig, render=render_mix)
+def build_mix(config: MixConfig, *, shape: ClipShape, seed: int) -> MixSource:
+    """The mix a config describes; part ``i`` gets its own seed derived from ``seed`` and ``i``,
+    and is named after its kind unless two parts share one (then ``<kind>_<i>``)."""
+    from attacker.sources.build import build_source  # build -> config -> this module
+
+    kinds = Counter(part.source.kind for part in config.parts)
+    parts: list[tuple[str, QuerySource, float]] = []
+    for i, part in enumerate(config.parts):
+        name = part.name
+        if name is None:
+            name = part.source.kind if kinds[part.source.kind] == 1 else f"{part.source.kind}_{i}"
+        source = build_source(part.source, shape=shape, seed=derive_seed(seed, _MIX_STREAM, i))
+        parts.append((name, source, part.weight))
+    return MixSource(parts, on_exhausted=config.on_exhausted)
 
 
 class MixSource:

@@ -8,26 +8,65 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import numpy as np
+from pydantic import Field
 
 from attacker.sources._base import (
     RECIPE_VERSION,
     ClipShape,
     QueryClip,
+    SourceConfigBase,
     clip_rng,
     finish_clip,
     to_uint8,
 )
-from attacker.sources.config import NoiseConfig
+from attacker.sources.registry import register_source
 
-__all__ = ["NoiseSource", "render_noise"]
+__all__ = ["NoiseConfig", "NoiseSource", "render_noise"]
 
 _STREAM: Final = 11
 _SQRT3: Final = math.sqrt(3.0)
 
 
+class NoiseConfig(SourceConfigBase):
+    """Noise clips.
+
+    ``uniform`` draws from ``mean +- sqrt(3) * std`` (so mean and std are as configured) and
+    ``gaussian`` from ``N(mean, std)``; both are clipped to [0, 255] and rounded. ``iid`` draws
+    every pixel, channel and frame independently. ``smooth`` draws a coarse random lattice (cells
+    of a few pixels, per channel), interpolates it bilinearly, lets it drift at a constant random
+    velocity and cross-fade into a second lattice over the clip: the clip has real motion energy,
+    and each pixel still has exactly the configured distribution (before clipping).
+    """
+
+    kind: Literal["noise"] = "noise"
+    distribution: Literal["uniform", "gaussian"] = "uniform"
+    mean: float = Field(127.5, ge=0.0, le=255.0)
+    std: float = Field(50.0, ge=0.0, le=255.0)
+    temporal: Literal["iid", "smooth"] = "iid"
+
+
+def render_noise(recipe: dict[str, Any], shape: ClipShape) -> np.ndarray:
+    """The noise clip a recipe describes."""
+    rng = clip_rng(int(recipe["seed"]), _STREAM, int(recipe["index"]))
+    mean, std = float(recipe["mean"]), float(recipe["std"])
+    uniform = recipe["distribution"] == "uniform"
+    if recipe["temporal"] == "iid":
+        if uniform:
+            half = _SQRT3 * std
+            values = rng.uniform(mean - half, mean + half, size=shape.array_shape)
+        else:
+            values = mean + std * rng.standard_normal(shape.array_shape)
+        return finish_clip(to_uint8(values), shape)
+    z = _smooth_standard_normal(rng, shape)
+    # uniform: map N(0, 1) to U(0, 1) through its CDF, then to mean +- sqrt(3) std
+    values = mean + (_SQRT3 * std) * (2.0 * _normal_cdf(z) - 1.0) if uniform else mean + std * z
+    return finish_clip(to_uint8(values), shape)
+
+
+@register_source("noise", config=NoiseConfig, render=render_noise)
 class NoiseSource:
     """An infinite stream of noise clips (see :class:`NoiseConfig`)."""
 
@@ -56,24 +95,6 @@ class NoiseSource:
             recipe = self.recipe(index)
             yield QueryClip(clip=render_noise(recipe, self.shape), recipe=recipe)
             index += 1
-
-
-def render_noise(recipe: dict[str, Any], shape: ClipShape) -> np.ndarray:
-    """The noise clip a recipe describes."""
-    rng = clip_rng(int(recipe["seed"]), _STREAM, int(recipe["index"]))
-    mean, std = float(recipe["mean"]), float(recipe["std"])
-    uniform = recipe["distribution"] == "uniform"
-    if recipe["temporal"] == "iid":
-        if uniform:
-            half = _SQRT3 * std
-            values = rng.uniform(mean - half, mean + half, size=shape.array_shape)
-        else:
-            values = mean + std * rng.standard_normal(shape.array_shape)
-        return finish_clip(to_uint8(values), shape)
-    z = _smooth_standard_normal(rng, shape)
-    # uniform: map N(0, 1) to U(0, 1) through its CDF, then to mean +- sqrt(3) std
-    values = mean + (_SQRT3 * std) * (2.0 * _normal_cdf(z) - 1.0) if uniform else mean + std * z
-    return finish_clip(to_uint8(values), shape)
 
 
 def _smooth_standard_normal(rng: np.random.Generator, shape: ClipShape) -> np.ndarray:

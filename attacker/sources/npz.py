@@ -15,15 +15,32 @@ import zipfile
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import numpy as np
 
-from attacker.sources._base import RECIPE_VERSION, ClipShape, QueryClip, SourceError, finish_clip
+from attacker.sources._base import (
+    RECIPE_VERSION,
+    ClipShape,
+    QueryClip,
+    SourceConfigBase,
+    SourceError,
+    finish_clip,
+)
 from attacker.sources._resample import resize_clip
-from attacker.sources.config import NpzConfig
+from attacker.sources.registry import register_source
 
-__all__ = ["ClipFile", "NpzSource", "read_npz_clip"]
+__all__ = ["ClipFile", "NpzConfig", "NpzSource", "read_npz_clip"]
+
+
+class NpzConfig(SourceConfigBase):
+    """Clips (N, T, H, W, 3) uint8 from a .npz (as ``python -m shared.synthactions`` writes) or a
+    .npy file, read one clip at a time. Labels come from ``labels_key`` when the file has it."""
+
+    kind: Literal["npz"] = "npz"
+    path: Path
+    clips_key: str = "clips"
+    labels_key: str | None = "labels"
 
 
 class ClipFile:
@@ -135,6 +152,13 @@ def _read_labels(path: Path, key: str | None, count: int) -> np.ndarray | None:
     return labels
 
 
+def read_npz_clip(recipe: dict[str, Any], shape: ClipShape) -> np.ndarray:
+    """Clip ``index`` of the file a recipe names, read again and resized to ``shape``."""
+    with ClipFile(Path(recipe["path"]), str(recipe["key"])) as clips:
+        return finish_clip(resize_clip(clips.read(int(recipe["index"])), shape), shape)
+
+
+@register_source("npz", config=NpzConfig, render=read_npz_clip)
 class NpzSource:
     """The clips of a .npz/.npy file in order (finite)."""
 
@@ -162,8 +186,3 @@ class NpzSource:
                 }
                 label = None if self.labels is None else int(self.labels[index])
                 yield QueryClip(clip=clip, recipe=recipe, true_label=label)
-
-
-def read_npz_clip(recipe: dict[str, Any], shape: ClipShape) -> np.ndarray:
-    with ClipFile(Path(recipe["path"]), str(recipe["key"])) as clips:
-        return finish_clip(resize_clip(clips.read(int(recipe["index"])), shape), shape)

@@ -7,15 +7,35 @@ when the source is labelled (an unlabelled source does not leak the label into i
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
-from attacker.sources._base import RECIPE_VERSION, ClipShape, QueryClip, SourceError, finish_clip
-from attacker.sources.config import SynthActionsConfig
+from attacker.sources._base import (
+    RECIPE_VERSION,
+    ClipShape,
+    QueryClip,
+    SourceConfigBase,
+    SourceError,
+    finish_clip,
+)
+from attacker.sources.registry import register_source
 from shared.synthactions import SynthActions
 
-__all__ = ["SynthActionsSource", "render_synthactions"]
+__all__ = ["SynthActionsConfig", "SynthActionsSource", "render_synthactions"]
+
+
+class SynthActionsConfig(SourceConfigBase):
+    """The embedded victim's own distribution (grey box): SynthActions clips ``offset, offset+1,
+    ...`` of ``seed``, rendered at the victim's clip shape. ``labelled`` attaches the true label.
+    """
+
+    kind: Literal["synthactions"] = "synthactions"
+    seed: int = Field(ge=0)
+    offset: int = Field(0, ge=0)
+    labelled: bool = True
+    difficulty: float = Field(1.0, ge=0.0, le=1.0)
 
 
 def _dataset(seed: int, shape: ClipShape, difficulty: float) -> SynthActions:
@@ -31,6 +51,13 @@ def _dataset(seed: int, shape: ClipShape, difficulty: float) -> SynthActions:
         raise SourceError(f"synthactions: {exc} (clip shape {shape})") from None
 
 
+def render_synthactions(recipe: dict[str, Any], shape: ClipShape) -> np.ndarray:
+    """The SynthActions clip a recipe names."""
+    dataset = _dataset(int(recipe["seed"]), shape, float(recipe.get("difficulty", 1.0)))
+    return finish_clip(dataset.clip(int(recipe["index"])), shape)
+
+
+@register_source("synthactions", config=SynthActionsConfig, render=render_synthactions)
 class SynthActionsSource:
     """Clips ``offset, offset + 1, ...`` of SynthActions ``seed`` at the clip shape (infinite).
 
@@ -63,8 +90,3 @@ class SynthActionsSource:
             clip = finish_clip(self.dataset.clip(index), self.shape)
             yield QueryClip(clip=clip, recipe=recipe, true_label=true_label)
             index += 1
-
-
-def render_synthactions(recipe: dict[str, Any], shape: ClipShape) -> np.ndarray:
-    dataset = _dataset(int(recipe["seed"]), shape, float(recipe.get("difficulty", 1.0)))
-    return finish_clip(dataset.clip(int(recipe["index"])), shape)

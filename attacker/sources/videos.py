@@ -32,18 +32,27 @@ from pathlib import Path
 from typing import Any, Final, Literal, cast
 
 import numpy as np
+from pydantic import Field, field_validator
 
 from attacker.sources._base import (
     RECIPE_VERSION,
     ClipShape,
     QueryClip,
+    SourceConfigBase,
     SourceError,
     finish_clip,
 )
 from attacker.sources._resample import resize_clip
-from attacker.sources.config import VideoFolderConfig, VideoLayout
+from attacker.sources.registry import register_source
 
-__all__ = ["VideoEntry", "VideoFolderSource", "discover_videos", "read_video_clip"]
+__all__ = [
+    "VideoEntry",
+    "VideoFolderConfig",
+    "VideoFolderSource",
+    "VideoLayout",
+    "discover_videos",
+    "read_video_clip",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +62,37 @@ _KINETICS_NAME: Final = re.compile(
     r"^(?P<youtube_id>[A-Za-z0-9_-]{11})_(?P<start>\d+)_(?P<end>\d+)$"
 )
 
+VideoLayout = Literal["auto", "ucf101", "hmdb51", "kinetics", "flat"]
 ResolvedLayout = Literal["ucf101", "hmdb51", "kinetics", "flat"]
+
+
+class VideoFolderConfig(SourceConfigBase):
+    """Real videos under ``root``, found recursively, ``clips_per_video`` clips from each.
+
+    ``layout`` says how a path names its class (the parent folder in ``ucf101``, ``hmdb51`` and
+    ``kinetics``; none in ``flat``); ``auto`` infers it from the file names. ``resize``: ``crop``
+    scales the short side to fit and crops the centre, ``squash`` scales each side on its own.
+    Videos with frames over ``max_pixels`` (default 2560x1440) are skipped as unreadable.
+    """
+
+    kind: Literal["video_folder"] = "video_folder"
+    root: Path
+    layout: VideoLayout = "auto"
+    clips_per_video: int = Field(4, ge=1, le=1024)
+    extensions: tuple[str, ...] = (".mp4", ".avi", ".webm", ".mkv")
+    shuffle: bool = True
+    resize: Literal["crop", "squash"] = "crop"
+    max_pixels: int = Field(2560 * 1440, ge=1)
+
+    @field_validator("extensions")
+    @classmethod
+    def _extensions_ok(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("extensions must not be empty")
+        bad = [ext for ext in value if not ext.startswith(".") or len(ext) < 2]
+        if bad:
+            raise ValueError(f"extensions must look like '.mp4', got {bad}")
+        return tuple(ext.lower() for ext in value)
 
 
 @dataclass(frozen=True)
@@ -119,6 +158,34 @@ def _entry(root: Path, rel: Path, layout: ResolvedLayout) -> VideoEntry:
     return VideoEntry(path=root / rel, relpath=rel.as_posix(), class_name=class_name, meta=meta)
 
 
+def read_video_clip(recipe: dict[str, Any], shape: ClipShape) -> np.ndarray:
+    """Decode a video-folder recipe's file again and return its clip, resized as before."""
+    from shared.codec import ClipDecodeError
+    from shared.video import iter_video_clips
+
+    path = Path(recipe["path"])
+    wanted = int(recipe["clip"])
+    if not path.is_file():
+        raise SourceError(f"video_folder: video {str(path)!r} no longer exists")
+    clips = iter_video_clips(
+        path,
+        clip_len=shape.frames,
+        clips_per_video=int(recipe["clips_per_video"]),
+        max_pixels=int(recipe["max_pixels"]),
+    )
+    try:
+        for number, raw in enumerate(clips):
+            if number == wanted:
+                mode = cast(Literal["crop", "squash"], recipe.get("resize", "crop"))
+                return finish_clip(resize_clip(raw, shape, mode=mode), shape)
+    except ClipDecodeError as exc:
+        raise SourceError(f"video_folder: cannot decode {str(path)!r}: {exc}") from None
+    finally:
+        clips.close()
+    raise SourceError(f"video_folder: {str(path)!r} has no clip number {wanted} any more")
+
+
+@register_source("video_folder", config=VideoFolderConfig, render=read_video_clip)
 class VideoFolderSource:
     """Clips from the videos under a folder; finite (one pass over the videos)."""
 
@@ -199,30 +266,3 @@ def _safe_clips(
             number += 1
     finally:
         clips.close()
-
-
-def read_video_clip(recipe: dict[str, Any], shape: ClipShape) -> np.ndarray:
-    """Decode a video-folder recipe's file again and return its clip, resized as before."""
-    from shared.codec import ClipDecodeError
-    from shared.video import iter_video_clips
-
-    path = Path(recipe["path"])
-    wanted = int(recipe["clip"])
-    if not path.is_file():
-        raise SourceError(f"video_folder: video {str(path)!r} no longer exists")
-    clips = iter_video_clips(
-        path,
-        clip_len=shape.frames,
-        clips_per_video=int(recipe["clips_per_video"]),
-        max_pixels=int(recipe["max_pixels"]),
-    )
-    try:
-        for number, raw in enumerate(clips):
-            if number == wanted:
-                mode = cast(Literal["crop", "squash"], recipe.get("resize", "crop"))
-                return finish_clip(resize_clip(raw, shape, mode=mode), shape)
-    except ClipDecodeError as exc:
-        raise SourceError(f"video_folder: cannot decode {str(path)!r}: {exc}") from None
-    finally:
-        clips.close()
-    raise SourceError(f"video_folder: {str(path)!r} has no clip number {wanted} any more")
