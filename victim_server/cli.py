@@ -92,6 +92,38 @@ def evaluate_command(
     )
 
 
+@app.command("convert-movinet")
+def convert_movinet_command(
+    src: Annotated[Path, typer.Argument(help="TF checkpoint (prefix, dir) or .npz export.")],
+    dst: Annotated[Path, typer.Argument(help="Output .safetensors file.")],
+    model: Annotated[str, typer.Option(help="Architecture: a0, a1 or a2.")],
+    stream: Annotated[bool, typer.Option(help="The checkpoint is a stream (causal) model.")] = (
+        False
+    ),
+) -> None:
+    """Convert a TF Model Garden MoViNet checkpoint to safetensors for `serve --weights`."""
+    from victim_server.models import model_config
+    from victim_server.models.movinet_convert import ConversionError, convert_checkpoint
+
+    try:
+        net = convert_checkpoint(src, dst, variant=model, stream=stream)
+    except ConversionError as exc:
+        _fail(str(exc))
+        return
+    config = model_config(net)
+    params = sum(p.numel() for p in net.parameters())
+    typer.echo(
+        json.dumps(
+            {
+                "model": config.architecture,
+                "classes": config.num_classes,
+                "parameters": params,
+                "weights": str(dst),
+            }
+        )
+    )
+
+
 @app.command("serve")
 def serve_command(
     host: Annotated[str | None, typer.Option(help="Bind address [VIDSTEAL_HOST].")] = None,
