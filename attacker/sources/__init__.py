@@ -16,7 +16,7 @@ joins :data:`SourceConfig`) with the others::
 
     class FlatConfig(SourceConfigBase):
         kind: Literal["flat"] = "flat"
-        level: int = Field(128, ge=0, le=255)
+        level: int = Field(128, ge=0, le=254)
 
     def render_flat(recipe: dict[str, Any], shape: ClipShape) -> np.ndarray:
         return np.full(shape.array_shape, recipe["level"] + recipe["index"] % 2, np.uint8)

@@ -56,7 +56,7 @@ class SourceEntry:
     kind: str
     config: type[SourceConfigBase]
     builder: SourceBuilder
-    # None: the source's clips cannot be re-created, so a transfer set must keep the pixels.
+    # None: the source's clips cannot be re-created from recipes (recreate_clip refuses them).
     render: RecipeRenderer | None
 
     @property
