@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import json
 import math
 import re
 import zlib
@@ -37,6 +38,7 @@ from typing import Final, Literal
 import numpy as np
 
 __all__ = [
+    "DEFAULT_MAX_JSON_PARSE_BYTES",
     "JSON_CONTENT_TYPE",
     "NPY_CONTENT_TYPE",
     "RAW_CONTENT_TYPE",
@@ -46,12 +48,16 @@ __all__ = [
     "ClipLimits",
     "compress",
     "decode_json",
+    "decode_json_body",
     "decode_npy",
     "decode_raw",
+    "decoded_size_bound",
     "decompress_bounded",
+    "decompress_prefix",
     "encode_json",
     "encode_npy",
     "encode_raw",
+    "parse_json",
 ]
 
 NPY_CONTENT_TYPE: Final = "application/x-npy"
@@ -72,6 +78,7 @@ _CHUNK: Final = 256 * 1024
 # zstd's worst expansion per compressed byte (an RLE block: 4 bytes -> 128 KiB), used to size the
 # input slices fed to the decompressor so that one slice cannot expand far past the limit.
 _ZSTD_MAX_RATIO: Final = 32 * 1024
+_NPY_HEADER_PEEK: Final = 64 * 1024  # numpy writes headers of a few hundred bytes
 _SHAPE_HEADER_RE: Final = re.compile(r"^\s*\d{1,10}\s*(?:,\s*\d{1,10}\s*){4}$")
 
 
@@ -200,6 +207,19 @@ def decode_npy(data: bytes, *, limits: ClipLimits) -> np.ndarray:
     view of ``data``. Object dtypes (pickles) are refused from the header alone.
     """
     stream = io.BytesIO(data)
+    shape, fortran_order = _read_npy_header(stream)
+    nbytes = _check_shape(shape, limits)
+    offset = stream.tell()
+    _check_length(len(data) - offset, nbytes, ".npy payload")
+    if not fortran_order:
+        return _view(data, shape, offset=offset)
+    flat = np.frombuffer(data, dtype=np.uint8, count=nbytes, offset=offset)
+    array = np.ascontiguousarray(flat.reshape(shape, order="F"))
+    array.flags.writeable = False
+    return array
+
+
+def _read_npy_header(stream: io.BytesIO) -> tuple[tuple[int, ...], bool]:
     try:
         version = np.lib.format.read_magic(stream)
     except ValueError as exc:
@@ -224,16 +244,48 @@ def decode_npy(data: bytes, *, limits: ClipLimits) -> np.ndarray:
         )
     if dtype != _UINT8:
         raise ClipDecodeError(f"dtype {dtype}, expected uint8", status=422)
-    shape = tuple(int(d) for d in shape)
-    nbytes = _check_shape(shape, limits)
-    offset = stream.tell()
-    _check_length(len(data) - offset, nbytes, ".npy payload")
-    if not fortran_order:
-        return _view(data, shape, offset=offset)
-    flat = np.frombuffer(data, dtype=np.uint8, count=nbytes, offset=offset)
-    array = np.ascontiguousarray(flat.reshape(shape, order="F"))
-    array.flags.writeable = False
-    return array
+    return tuple(int(d) for d in shape), bool(fortran_order)
+
+
+def decoded_size_bound(
+    body: bytes,
+    encoding: str,
+    media_type: str,
+    shape_header: str | None,
+    *,
+    limits: ClipLimits,
+    max_json_bytes: int,
+) -> int:
+    """The most a compressed body of ``media_type`` may decompress to, known before
+    decompressing it: the exact size its ``.npy`` header or ``X-Clip-Shape`` declares (checked
+    against ``limits`` first, so an oversized declaration is 413 at once), ``max_json_bytes``
+    for JSON. A bomb is then refused at its declared size, not at ``max_decoded_bytes``."""
+    if media_type == RAW_CONTENT_TYPE:
+        return _check_shape(_parse_shape_header(shape_header), limits)
+    if media_type == NPY_CONTENT_TYPE:
+        prefix = decompress_prefix(body, encoding, _NPY_HEADER_PEEK)
+        stream = io.BytesIO(prefix)
+        shape, _ = _read_npy_header(stream)
+        return stream.tell() + _check_shape(shape, limits)
+    if media_type == JSON_CONTENT_TYPE:
+        return max_json_bytes
+    return limits.max_decoded_bytes
+
+
+def decompress_prefix(data: bytes, encoding: str, size: int) -> bytes:
+    """At most the first ``size`` decompressed bytes (fewer if the stream is shorter)."""
+    name = encoding.strip().lower()
+    try:
+        if name == "gzip":
+            return zlib.decompressobj(wbits=16 + zlib.MAX_WBITS).decompress(data, size)
+        if name == "zstd":
+            import zstandard
+
+            reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data))
+            return bytes(reader.read(size))
+    except Exception as exc:  # zlib.error, zstandard.ZstdError (imported lazily)
+        raise ClipDecodeError(f"corrupt {name} stream: {exc}", status=400) from None
+    return decompress_bounded(data, encoding, max_output=len(data))[:size]
 
 
 # --------------------------------------------------------------------------- raw + header
@@ -306,6 +358,117 @@ def decode_json(payload: object, *, limits: ClipLimits) -> np.ndarray:
     raise ClipDecodeError(
         "JSON body needs 'shape' + 'data' (base64 uint8) or 'clips' (nested lists)", status=422
     )
+
+
+#: JSON bodies up to this size are parsed whole; larger ones must use the base64 form, whose
+#: ``data`` string is cut out and decoded in slices (bounded memory, no long GIL hold).
+DEFAULT_MAX_JSON_PARSE_BYTES: Final = _MiB
+_B64_SLICE: Final = 4 * _MiB  # a multiple of 4 characters
+
+
+def decode_json_body(
+    body: bytes, *, limits: ClipLimits, max_parse_bytes: int = DEFAULT_MAX_JSON_PARSE_BYTES
+) -> np.ndarray:
+    """Clips from a raw JSON body, with bounded cost whatever the body holds.
+
+    Bodies up to ``max_parse_bytes`` are parsed as JSON (either form). Larger bodies are
+    accepted only in the base64 form: the ``data`` string is located and decoded in slices, and
+    only the small rest is parsed as JSON. Deep nesting is 400, not a crash.
+    """
+    if len(body) <= max_parse_bytes:
+        return decode_json(parse_json(body), limits=limits)
+    too_big = ClipDecodeError(
+        f"JSON bodies over {max_parse_bytes} bytes must use the base64 form "
+        "({'shape', 'dtype', 'data'}); send nested 'clips' lists in smaller requests, or use "
+        ".npy / raw bytes",
+        status=413,
+    )
+    start, end = _json_string_value(body, b'"data"')
+    if start < 0:
+        raise too_big
+    rest = bytes(body[:start]) + bytes(body[end:])
+    if len(rest) > max_parse_bytes:
+        raise too_big
+    meta = parse_json(rest)
+    if not isinstance(meta, Mapping) or "clips" in meta or meta.get("data") != "":
+        raise too_big
+    shape = _json_base64_shape(meta, limits)
+    return _b64decode_sliced(memoryview(body)[start:end], shape)
+
+
+def parse_json(body: bytes) -> object:
+    """``json.loads`` with every failure a :class:`ClipDecodeError` (400; NaN/Infinity 422)."""
+
+    def refuse_constant(name: str) -> object:
+        raise ClipDecodeError(
+            f"JSON contains {name}; clip values must be integers 0..255", status=422
+        )
+
+    try:
+        return json.loads(body, parse_constant=refuse_constant)
+    except ClipDecodeError:
+        raise
+    except RecursionError:
+        raise ClipDecodeError("JSON is nested too deeply", status=400) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ClipDecodeError(f"body is not valid JSON: {exc}", status=400) from None
+
+
+def _json_string_value(body: bytes, key: bytes) -> tuple[int, int]:
+    """Byte range of the string value of the first ``key`` (a quoted name); (-1, -1) if none.
+    The value may hold no escapes (base64 has none): the next quote ends it."""
+    at = body.find(key)
+    if at < 0:
+        return -1, -1
+    pos = at + len(key)
+    while pos < len(body) and body[pos] in b" \t\r\n":
+        pos += 1
+    if pos >= len(body) or body[pos] != ord(":"):
+        return -1, -1
+    pos += 1
+    while pos < len(body) and body[pos] in b" \t\r\n":
+        pos += 1
+    if pos >= len(body) or body[pos] != ord('"'):
+        return -1, -1
+    close = body.find(b'"', pos + 1)
+    if close < 0:
+        raise ClipDecodeError("body is not valid JSON: unterminated 'data' string", status=400)
+    return pos + 1, close
+
+
+def _json_base64_shape(payload: Mapping[object, object], limits: ClipLimits) -> tuple[int, ...]:
+    dtype = payload.get("dtype", "uint8")
+    if dtype != "uint8":
+        raise ClipDecodeError(f"dtype {dtype!s:.32}, expected uint8", status=422)
+    raw_shape = payload.get("shape")
+    if not isinstance(raw_shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) for d in raw_shape
+    ):
+        raise ClipDecodeError(
+            "'shape' must be a list of integers like [2, 16, 32, 32, 3]", status=422
+        )
+    shape = tuple(raw_shape)
+    _check_shape(shape, limits)
+    return shape
+
+
+def _b64decode_sliced(text: memoryview, shape: tuple[int, ...]) -> np.ndarray:
+    nbytes = math.prod(shape)
+    expected_chars = 4 * math.ceil(nbytes / 3)
+    if len(text) != expected_chars:
+        raise ClipDecodeError(
+            f"'data' has {len(text)} base64 characters, shape {_describe(shape)} needs "
+            f"{expected_chars}",
+            status=400,
+        )
+    out = bytearray()
+    try:
+        for pos in range(0, len(text), _B64_SLICE):
+            out += binascii.a2b_base64(text[pos : pos + _B64_SLICE], strict_mode=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ClipDecodeError(f"'data' is not valid base64: {exc}", status=400) from None
+    _check_length(len(out), nbytes, "'data'")
+    return _view(out, shape)  # type: ignore[arg-type]  # a bytearray: no second copy
 
 
 def _decode_json_base64(payload: Mapping[object, object], limits: ClipLimits) -> np.ndarray:

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     # Clips after decompression; a compressed body that would expand past this is a bomb.
     max_decoded_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+    # JSON bodies up to this size are parsed whole (nested 'clips' lists are costly: ~0.1 s and
+    # ~20 MiB per MiB); larger JSON bodies must use the base64 form, decoded in slices.
+    max_json_parse_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_video_frames: int = Field(default=2048, ge=1)
     max_video_pixels: int = Field(default=1920 * 1080, ge=64)
     idempotency_ttl_s: int = Field(default=24 * 3600, ge=60)

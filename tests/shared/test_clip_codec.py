@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from shared.codec import (
     ClipDecodeError,
     ClipLimits,
     decode_json,
+    decode_json_body,
     decode_npy,
     decode_raw,
     encode_json,
@@ -405,3 +407,54 @@ def test_every_wire_form_round_trips(clips: np.ndarray) -> None:
     as_text = json.loads(json.dumps(encode_json(clips)))
     np.testing.assert_array_equal(decode_json(as_text, limits=LIMITS), clips)
     np.testing.assert_array_equal(decode_json({"clips": clips.tolist()}, limits=LIMITS), clips)
+
+
+# --------------------------------------------------------------------------- bounded JSON bodies
+
+
+def _b64_body(clips: np.ndarray, *, spaced: bool = False) -> bytes:
+    payload = encode_json(clips)
+    sep = (", ", ": ") if spaced else (",", ":")
+    return json.dumps(payload, separators=sep).encode()
+
+
+def test_json_body_deep_nesting_is_a_400_not_a_crash() -> None:
+    body = b'{"clips":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with pytest.raises(ClipDecodeError) as caught:
+        decode_json_body(body, limits=ClipLimits(), max_parse_bytes=len(body) + 1)
+    assert caught.value.status == 400
+
+
+@pytest.mark.parametrize("spaced", [False, True])
+def test_large_json_bodies_decode_in_the_base64_form(spaced: bool) -> None:
+    clips = np.random.default_rng(0).integers(0, 256, (3, 4, 8, 8, 3), dtype=np.uint8)
+    body = _b64_body(clips, spaced=spaced)
+    small = decode_json_body(body, limits=ClipLimits(), max_parse_bytes=len(body))
+    large = decode_json_body(body, limits=ClipLimits(), max_parse_bytes=64)
+    np.testing.assert_array_equal(small, clips)
+    np.testing.assert_array_equal(large, clips)
+
+
+def test_large_json_bodies_in_the_lists_form_are_413_before_parsing() -> None:
+    body = json.dumps({"clips": np.zeros((2, 4, 8, 8, 3), np.uint8).tolist()}).encode()
+    with pytest.raises(ClipDecodeError) as caught:
+        decode_json_body(body, limits=ClipLimits(), max_parse_bytes=1024)
+    assert caught.value.status == 413
+
+
+@pytest.mark.parametrize(
+    ("mutate", "status"),
+    [
+        (lambda b: b.replace(b'"data":"', b'"data":"!'), 400),  # not base64
+        (lambda b: b.replace(b'"shape":[3,', b'"shape":[4,'), 400),  # length mismatch
+        (lambda b: b.replace(b'"uint8"', b'"int16"'), 422),
+        (lambda b: b[:-3], 400),  # truncated
+        (lambda b: b.replace(b"{", b'{"clips":[],', 1), 413),  # both forms
+    ],
+)
+def test_large_base64_json_refusals(mutate: Callable[[bytes], bytes], status: int) -> None:
+    clips = np.zeros((3, 4, 8, 8, 3), np.uint8)
+    body = mutate(_b64_body(clips))
+    with pytest.raises(ClipDecodeError) as caught:
+        decode_json_body(body, limits=ClipLimits(), max_parse_bytes=64)
+    assert caught.value.status == status

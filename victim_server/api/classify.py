@@ -269,6 +269,7 @@ async def _decode(request: Request, key: ApiKey, services: Services) -> np.ndarr
         model_frames=services.model_config.input.frames,
         max_video_frames=settings.max_video_frames,
         max_video_pixels=settings.max_video_pixels,
+        max_json_parse_bytes=settings.max_json_parse_bytes,
     )
     try:
         body = await read_body(request, settings.max_body_bytes)

@@ -8,8 +8,7 @@ carry ``Content-Encoding: zstd|gzip``; decompression stops at the decoded-size l
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
 import anyio
@@ -19,15 +18,17 @@ from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from shared.codec import (
+    DEFAULT_MAX_JSON_PARSE_BYTES,
     JSON_CONTENT_TYPE,
     NPY_CONTENT_TYPE,
     RAW_CONTENT_TYPE,
     RAW_SHAPE_HEADER,
     ClipDecodeError,
     ClipLimits,
-    decode_json,
+    decode_json_body,
     decode_npy,
     decode_raw,
+    decoded_size_bound,
     decompress_bounded,
 )
 from shared.video import decode_video
@@ -48,6 +49,7 @@ class BodyLimits:
     model_frames: int
     max_video_frames: int
     max_video_pixels: int
+    max_json_parse_bytes: int = DEFAULT_MAX_JSON_PARSE_BYTES
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
@@ -77,15 +79,23 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
 
 
 async def decode_body(body: bytes, headers: Headers, limits: BodyLimits) -> np.ndarray:
-    """uint8 clips (N, T, H, W, 3) from a request body, or a ClipDecodeError saying why not."""
+    """uint8 clips (N, T, H, W, 3) from a request body, or a ClipDecodeError saying why not.
+
+    Decompression and parsing run in a worker thread (at most ``DECODE_THREADS`` bodies at a
+    time), in slices short enough that the event loop keeps answering meanwhile."""
     media_type = headers.get("content-type", "").split(";")[0].strip().lower()
     encoding = headers.get("content-encoding", "identity").strip().lower()
     if media_type.startswith("multipart/"):
         clips = await _decode_multipart(body, headers, limits)
-    else:
+    elif media_type.startswith("video/"):
         if encoding not in ("", "identity"):
-            body = decompress_bounded(body, encoding, max_output=limits.clips.max_decoded_bytes)
-        clips = await _decode_single(body, media_type, headers.get(RAW_SHAPE_HEADER), limits)
+            body = await _in_thread(decompress_bounded, body, encoding, limits)
+        clips = (await _decode_videos([body], limits))[0][None]
+    else:
+        shape_header = headers.get(RAW_SHAPE_HEADER)
+        clips = await anyio.to_thread.run_sync(
+            _decode_single, body, media_type, encoding, shape_header, limits, limiter=_LIMITER
+        )
     if clips.shape[0] > limits.clips.max_clips:
         raise ClipDecodeError(
             f"{clips.shape[0]} clips in one request; the limit is {limits.clips.max_clips}",
@@ -94,36 +104,44 @@ async def decode_body(body: bytes, headers: Headers, limits: BodyLimits) -> np.n
     return clips
 
 
-async def _decode_single(
-    body: bytes, media_type: str, shape_header: str | None, limits: BodyLimits
+DECODE_THREADS = 2
+_LIMITER = anyio.CapacityLimiter(DECODE_THREADS)
+
+
+async def _in_thread(
+    fn: Callable[..., bytes], body: bytes, encoding: str, limits: BodyLimits
+) -> bytes:
+    def run() -> bytes:
+        return fn(body, encoding, max_output=limits.clips.max_decoded_bytes)
+
+    return await anyio.to_thread.run_sync(run, limiter=_LIMITER)
+
+
+def _decode_single(
+    body: bytes, media_type: str, encoding: str, shape_header: str | None, limits: BodyLimits
 ) -> np.ndarray:
+    """Runs in a worker thread."""
+    if media_type not in (NPY_CONTENT_TYPE, RAW_CONTENT_TYPE, JSON_CONTENT_TYPE):
+        raise ClipDecodeError(
+            f"unsupported content type {media_type or '(none)'!r}; use one of "
+            + ", ".join(ACCEPTED_CONTENT_TYPES),
+            status=415,
+        )
+    if encoding not in ("", "identity"):
+        bound = decoded_size_bound(
+            body,
+            encoding,
+            media_type,
+            shape_header,
+            limits=limits.clips,
+            max_json_bytes=limits.max_body_bytes,
+        )
+        body = decompress_bounded(body, encoding, max_output=bound)
     if media_type == NPY_CONTENT_TYPE:
         return decode_npy(body, limits=limits.clips)
     if media_type == RAW_CONTENT_TYPE:
         return decode_raw(body, shape_header, limits=limits.clips)
-    if media_type == JSON_CONTENT_TYPE:
-        return decode_json(_parse_json(body), limits=limits.clips)
-    if media_type.startswith("video/"):
-        return (await _decode_videos([body], limits))[0][None]
-    raise ClipDecodeError(
-        f"unsupported content type {media_type or '(none)'!r}; use one of "
-        + ", ".join(ACCEPTED_CONTENT_TYPES),
-        status=415,
-    )
-
-
-def _parse_json(body: bytes) -> object:
-    def refuse_constant(name: str) -> object:
-        raise ClipDecodeError(
-            f"JSON contains {name}; clip values must be integers 0..255", status=422
-        )
-
-    try:
-        return json.loads(body, parse_constant=refuse_constant)
-    except ClipDecodeError:
-        raise
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ClipDecodeError(f"body is not valid JSON: {exc}", status=400) from None
+    return decode_json_body(body, limits=limits.clips, max_parse_bytes=limits.max_json_parse_bytes)
 
 
 async def _decode_videos(videos: list[bytes], limits: BodyLimits) -> list[np.ndarray]:
