@@ -182,8 +182,8 @@ def _to_torch(name: str, array: np.ndarray, target: torch.Tensor) -> torch.Tenso
     tensor = torch.from_numpy(np.array(array, order="C")).to(target.dtype)  # keeps 0-d shapes
     if tuple(tensor.shape) != tuple(target.shape):
         raise ConversionError(
-            f"TF variable {name!r} has shape {tuple(tensor.shape)} after transposing, the model "
-            f"wants {tuple(target.shape)}"
+            f"cannot place TF variable {name!r}: shape {tuple(tensor.shape)} after transposing, "
+            f"the model wants {tuple(target.shape)}; is --model the checkpoint's architecture?"
         )
     return tensor
 
