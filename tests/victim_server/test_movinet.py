@@ -401,3 +401,22 @@ def test_bad_arguments_are_refused() -> None:
     model = _build("movinet_micro")
     with pytest.raises(ValueError, match=r"\(B, 3, T, H, W\)"):
         model(torch.rand(2, 16, 32, 32, 3))
+
+
+def test_stream_model_serves_whole_clips() -> None:
+    from victim_server.inference.preprocess import preprocess
+    from victim_server.inference.runner import ModelRunner
+
+    spec = _test_input("movinet_a0_stream")
+    model = create_model("movinet_a0_stream", num_classes=7, input_spec=spec)
+    assert isinstance(model, MoViNet)
+    runner = ModelRunner(model, model_config(model), torch.device("cpu"))
+    clips = torch.randint(0, 256, (2, 6, 40, 48, 3), dtype=torch.uint8).numpy()  # resampled
+    (answer,) = runner([clips])
+    assert answer.logits.shape == (2, 7)
+    x = preprocess(clips, spec, device=torch.device("cpu"))
+    with torch.inference_mode():
+        state = None
+        for t in range(spec.frames):
+            streamed, state = model.forward_stream(x[:, :, t : t + 1], state)
+    assert (torch.from_numpy(answer.logits) - streamed).abs().max().item() <= 1e-5
