@@ -1,12 +1,39 @@
-"""The Redis client the victim uses: a blocking pool, so bursts wait for a connection."""
+"""The Redis client the victim uses: a blocking pool, so bursts wait for a connection.
+
+Connection errors are retried (exponential backoff with jitter): a pooled connection that went
+stale when Redis restarted fails its first command, and the retry runs it on a fresh connection.
+That is safe because every command the victim sends is idempotent by construction: reads,
+full-value writes, and Lua scripts keyed by a request or operation id (a second run of a reserve,
+release, top-up or key creation finds its own record and changes nothing). Timeouts are not
+retried: the command may still be running, and the ledger settles those by request id instead.
+"""
 
 from __future__ import annotations
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+CONNECTION_RETRIES = 3
+
+
+def connection_retry(retries: int = CONNECTION_RETRIES) -> Retry:
+    """Retry on connection errors only (never on timeouts), 50 ms doubling to at most 0.5 s."""
+    return Retry(
+        ExponentialWithJitterBackoff(base=0.05, cap=0.5),
+        retries,
+        supported_errors=(RedisConnectionError,),
+    )
 
 
 def connect_redis(
-    url: str, *, timeout_s: float = 2.0, max_connections: int = 64, decode: bool = True
+    url: str,
+    *,
+    timeout_s: float = 2.0,
+    max_connections: int = 64,
+    decode: bool = True,
+    retries: int = CONNECTION_RETRIES,
 ) -> Redis:
     """Text replies by default; ``decode=False`` for binary values (detector state)."""
     pool = BlockingConnectionPool.from_url(
@@ -16,5 +43,8 @@ def connect_redis(
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
         decode_responses=decode,
+        retry=connection_retry(retries),
+        # An idle connection is PINGed before use (and replaced if dead) after this long.
+        health_check_interval=5,
     )
     return Redis(connection_pool=pool)

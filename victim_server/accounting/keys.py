@@ -24,6 +24,35 @@ from shared.schemas import (
 from victim_server.accounting import keyspace
 
 API_KEY_PREFIX = "vsk"
+_OPERATION_TTL_S = 3600
+
+# Both scripts are safe to run twice (the Redis client retries connection errors).
+# KEYS[1] key record; ARGV[1] key id, ARGV[2..] field, value pairs. 1: created; 2: a record
+# with this very secret exists (a retry finding its own first run, or a provisioned key seen
+# again); 0: the id is taken. (The index set is another
+# hash slot, so it is written apart: SADD is idempotent.)
+_CREATE = """
+local existing = redis.call('HGET', KEYS[1], 'secret_sha256')
+if existing then
+  for i = 2, #ARGV, 2 do
+    if ARGV[i] == 'secret_sha256' then return existing == ARGV[i + 1] and 2 or 0 end
+  end
+  return 0
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+return 1
+"""
+
+# KEYS[1] key record, KEYS[2] operation record; ARGV[1] amount, ARGV[2] operation TTL.
+# 0 for an unknown key; 1 otherwise (the amount is added on the first run only).
+_TOP_UP = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('SET', KEYS[2], '1', 'NX', 'EX', tonumber(ARGV[2])) then
+  redis.call('HINCRBY', KEYS[1], 'budget', tonumber(ARGV[1]))
+end
+return 1
+"""
 
 
 @dataclass(frozen=True)
@@ -84,6 +113,8 @@ class KeyStore:
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
+        self._create = redis.register_script(_CREATE)
+        self._top_up = redis.register_script(_TOP_UP)
 
     async def create(self, request: KeyCreate, *, api_key: str | None = None) -> KeyCreated | None:
         """Create a key with a fresh secret, or with ``api_key`` ('vsk_<id>_<secret>', for keys
@@ -106,12 +137,12 @@ class KeyStore:
                 "detection": request.detection.model_dump_json(),
                 "defenses": request.defenses.model_dump_json(),
             }
-            key = keyspace.key_record(key_id)
-            if not await self._redis.hsetnx(key, "created_at", record["created_at"]):
-                if given is not None:
-                    return None  # provisioned earlier: keep its budget and spend
+            fields = [str(item) for pair in record.items() for item in pair]
+            created = await self._create(keys=[keyspace.key_record(key_id)], args=[key_id, *fields])
+            if int(created) == 0 and given is None:
                 continue  # id collision: draw another
-            await self._redis.hset(key, mapping=cast(Any, record))
+            if int(created) != 1 and given is not None:
+                return None  # provisioned earlier (or taken): keep its budget and spend
             await self._redis.sadd(keyspace.KEY_INDEX, key_id)
             stored = await self.get(key_id)
             assert stored is not None
@@ -140,11 +171,18 @@ class KeyStore:
         keys = [await self.get(key_id) for key_id in ids]
         return [key for key in keys if key is not None]
 
-    async def top_up(self, key_id: str, amount: int) -> ApiKey | None:
-        key = keyspace.key_record(key_id)
-        if not await self._redis.exists(key):
+    async def top_up(
+        self, key_id: str, amount: int, *, operation_id: str | None = None
+    ) -> ApiKey | None:
+        """Add ``amount`` to the budget once per ``operation_id`` (a retried call adds nothing
+        more); None for an unknown key."""
+        operation = operation_id or secrets.token_hex(16)
+        added = await self._top_up(
+            keys=[keyspace.key_record(key_id), keyspace.operation(key_id, operation)],
+            args=[amount, _OPERATION_TTL_S],
+        )
+        if not int(added):
             return None
-        await self._redis.hincrby(key, "budget", amount)
         return await self.get(key_id)
 
     async def revoke(self, key_id: str) -> ApiKey | None:

@@ -23,3 +23,8 @@ def detection(key_id: str, part: str) -> str:
 def reservation(key_id: str, request_id: str) -> str:
     """What one request charged (see :mod:`victim_server.accounting.lua`), kept a short while."""
     return f"{PREFIX}:{{{key_id}}}:rsv:{request_id}"
+
+
+def operation(key_id: str, operation_id: str) -> str:
+    """Marks an admin operation (a top-up) as done, so a retried call does not repeat it."""
+    return f"{PREFIX}:{{{key_id}}}:op:{operation_id}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 from fastapi import APIRouter, status
 
 from shared.problems import ProblemType
@@ -55,7 +57,9 @@ async def get_key(key_id: str, services: ServicesDep) -> KeyPublic:
 @router.post("/keys/{key_id}/topup")
 async def top_up(key_id: str, body: TopUp, services: ServicesDep) -> KeyPublic:
     """Add ``amount`` queries to the key's budget (atomic)."""
-    key = _found(await services.keys.top_up(key_id, body.amount), key_id)
+    key = _found(
+        await services.keys.top_up(key_id, body.amount, operation_id=uuid.uuid4().hex), key_id
+    )
     services.metrics.budget_remaining.labels(key.key_id).set(key.remaining)
     return key.public()
 

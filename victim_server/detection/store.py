@@ -110,6 +110,8 @@ class PradaStore:
         name = keyspace.detection(key_id, "lock")
         deadline = asyncio.get_running_loop().time() + self._lock_timeout
         while not await self._redis.set(name, token, nx=True, px=int(self._lock_timeout * 2000)):
+            if await self._redis.get(name) == token.encode():
+                break  # a retried SET that had taken the lock the first time
             if asyncio.get_running_loop().time() > deadline:
                 raise DetectionBusy(f"detector of key {key_id} is busy")
             await asyncio.sleep(0.002)
