@@ -339,7 +339,6 @@ class MoViNet(nn.Module):
         self.num_classes = num_classes
         self.num_features = spec.head.project_filters
         self.head_filters = spec.head.head_filters
-        self._head_activation = head_activation
 
         self.conv1 = ConvBlock(
             in_channels,
