@@ -55,6 +55,7 @@ class ProblemType(StrEnum):
     ACCOUNTING_UNAVAILABLE = "accounting-unavailable"
     INFERENCE_FAILED = "inference-failed"
     NOT_FOUND = "not-found"
+    METHOD_NOT_ALLOWED = "method-not-allowed"
     CONFLICT = "conflict"
 
     @property
@@ -97,6 +98,7 @@ _SPECS: Final[dict[ProblemType, tuple[int, str]]] = {
     ProblemType.ACCOUNTING_UNAVAILABLE: (503, "Accounting store unavailable"),
     ProblemType.INFERENCE_FAILED: (500, "Inference failed"),
     ProblemType.NOT_FOUND: (404, "Not found"),
+    ProblemType.METHOD_NOT_ALLOWED: (405, "Method not allowed"),
     ProblemType.CONFLICT: (409, "Conflict"),
 }
 

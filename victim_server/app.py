@@ -20,6 +20,7 @@ from victim_server.accounting.keys import KeyStore
 from victim_server.accounting.ledger import Ledger
 from victim_server.accounting.reconcile import Reconciler
 from victim_server.api import admin, classify, client, health
+from victim_server.api.openapi import install_openapi
 from victim_server.api.problems import install_problem_handlers
 from victim_server.detection.service import DetectionService, load_embedding
 from victim_server.detection.store import PradaStore
@@ -117,6 +118,7 @@ def create_app(
         lifespan=lifespan,
     )
     install_problem_handlers(app)
+    install_openapi(app)
     for router in (classify.router, client.router, admin.router, health.router):
         app.include_router(router)
     app.add_middleware(RequestMetricsMiddleware)

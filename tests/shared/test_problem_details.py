@@ -33,6 +33,7 @@ EXPECTED_STATUS = {
     "accounting-unavailable": 503,
     "inference-failed": 500,
     "not-found": 404,
+    "method-not-allowed": 405,
     "conflict": 409,
 }
 

@@ -22,6 +22,7 @@ from victim_server.accounting.ledger import Reservation, ReserveStatus
 from victim_server.accounting.reconcile import Settlement
 from victim_server.api.clip_body import BodyLimits, decode_body, read_body
 from victim_server.api.deps import ApiKeyDep, ServicesDep
+from victim_server.api.openapi import problem_responses
 from victim_server.api.problems import problem
 from victim_server.inference.batcher import Overloaded
 from victim_server.policy.answers import compose_answers
@@ -70,7 +71,7 @@ IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_lengt
     response_model=ClassifyResponse,
     response_model_exclude_none=True,
     openapi_extra=_BODY_DOC,
-    responses={400: {}, 401: {}, 403: {}, 413: {}, 415: {}, 422: {}, 429: {}, 503: {}},
+    responses=problem_responses(400, 401, 403, 409, 413, 415, 422, 429, 500, 503),
 )
 async def classify(
     request: Request, key: ApiKeyDep, services: ServicesDep, idempotency_key: IdempotencyKey = None

@@ -7,9 +7,10 @@ from fastapi import APIRouter
 from shared.schemas import BudgetState, InputSpecWire, ModelInfo, OutputMode
 from victim_server.api.clip_body import ACCEPTED_CONTENT_TYPES
 from victim_server.api.deps import ApiKeyDep, ServicesDep
+from victim_server.api.openapi import problem_responses
 from victim_server.policy.fingerprint import fingerprint_secret, policy_fingerprint
 
-router = APIRouter(prefix="/v1", tags=["client"])
+router = APIRouter(prefix="/v1", tags=["client"], responses=problem_responses(401, 403, 503))
 
 
 @router.get("/budget")

@@ -8,6 +8,7 @@ from redis.exceptions import RedisError
 
 from shared.problems import ProblemType
 from victim_server.api.deps import ServicesDep
+from victim_server.api.openapi import problem_responses
 from victim_server.api.problems import problem
 
 router = APIRouter(tags=["health"])
@@ -19,7 +20,7 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses=problem_responses(503))
 async def readyz(services: ServicesDep) -> dict[str, str]:
     """The model is loaded and its thread runs, and Redis answers."""
     if not services.batcher.running:

@@ -18,7 +18,8 @@ log = logging.getLogger("vidsteal.victim")
 _STATUS_TO_KIND = {
     401: ProblemType.UNAUTHORIZED,
     404: ProblemType.NOT_FOUND,
-    405: ProblemType.NOT_FOUND,
+    400: ProblemType.BAD_CLIP,
+    405: ProblemType.METHOD_NOT_ALLOWED,
     409: ProblemType.CONFLICT,
     413: ProblemType.PAYLOAD_TOO_LARGE,
     415: ProblemType.UNSUPPORTED_MEDIA_TYPE,

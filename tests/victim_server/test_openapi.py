@@ -1,0 +1,108 @@
+"""The served OpenAPI document matches the service (issue 13.6): every status a route answers is
+documented for it, errors as application/problem+json, and model-bound limits are in the schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from helpers.victim import ADMIN_HEADERS, create_key
+
+PROBLEM = "application/problem+json"
+
+
+async def _spec(client: httpx.AsyncClient) -> dict[str, Any]:
+    response = await client.get("/openapi.json")
+    assert response.status_code == 200
+    spec: dict[str, Any] = response.json()
+    return spec
+
+
+async def test_error_responses_are_documented_as_problems(victim_app: httpx.AsyncClient) -> None:
+    spec = await _spec(victim_app)
+    assert "Problem" in spec["components"]["schemas"]
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            for status, response in operation["responses"].items():
+                if int(status) >= 400:
+                    assert list(response["content"]) == [PROBLEM], (path, method, status)
+            if path.startswith(("/v1/", "/admin/")):
+                assert "401" in operation["responses"], (path, method)
+    classify = spec["paths"]["/v1/classify"]["post"]["responses"]
+    for status in ("400", "401", "403", "409", "413", "415", "422", "429", "503"):
+        assert status in classify
+
+
+async def test_top_k_is_bounded_by_the_number_of_classes(victim_app: httpx.AsyncClient) -> None:
+    schemas = (await _spec(victim_app))["components"]["schemas"]
+    assert schemas["KeyCreate"]["properties"]["top_k"]["maximum"] == 16
+    branches = schemas["DefensePolicy"]["properties"]["top_k"]["anyOf"]
+    assert any(b.get("maximum") == 16 for b in branches)
+
+
+async def test_wrong_method_is_a_method_not_allowed_problem(victim_app: httpx.AsyncClient) -> None:
+    response = await victim_app.get("/v1/classify")
+    assert response.status_code == 405
+    assert response.headers["content-type"].startswith(PROBLEM)
+    assert response.json()["type"] == "urn:vidsteal:problem:method-not-allowed"
+    assert "POST" in response.headers["allow"]
+
+
+async def test_a_deleted_keys_sub_resources_are_gone(victim_app: httpx.AsyncClient) -> None:
+    key = await create_key(victim_app, budget=5)
+    base = f"/admin/keys/{key['key_id']}"
+    deleted = await victim_app.delete(base, headers=ADMIN_HEADERS)
+    assert deleted.status_code == 200 and deleted.json()["revoked"] is True
+    for method, path, body in (
+        ("GET", base, None),
+        ("GET", f"{base}/detection", None),
+        ("PUT", f"{base}/detection", {"detector": "none"}),
+        ("PUT", f"{base}/defenses", {}),
+        ("POST", f"{base}/topup", {"amount": 1}),
+        ("DELETE", base, None),
+    ):
+        response = await victim_app.request(method, path, json=body, headers=ADMIN_HEADERS)
+        assert response.status_code == 404, (method, path, response.text)
+        assert response.headers["content-type"].startswith(PROBLEM)
+    listed = await victim_app.get("/admin/keys", headers=ADMIN_HEADERS)
+    assert [k["revoked"] for k in listed.json() if k["key_id"] == key["key_id"]] == [True]
+    top = await victim_app.post(f"{base}/topup", json={"amount": 5}, headers=ADMIN_HEADERS)
+    assert top.status_code == 404
+    assert (await victim_app.get("/admin/keys", headers=ADMIN_HEADERS)).json()[0]["budget"] == 5
+
+
+async def test_every_answer_to_bad_requests_is_documented(victim_app: httpx.AsyncClient) -> None:
+    """A small fuzzer: bad credentials, bodies and parameters on every operation; each answer's
+    status must be documented for that operation, with the documented content type."""
+    spec = await _spec(victim_app)
+    key = await create_key(victim_app, budget=3)
+    user = {"Authorization": f"Bearer {key['api_key']}"}
+    credentials = [{}, {"Authorization": "Bearer nope"}, user, ADMIN_HEADERS]
+    bodies: list[dict[str, Any]] = [
+        {},
+        {"content": b"{", "headers": {"Content-Type": "application/json"}},
+        {"json": {"budget": -1, "top_k": 10_000}},
+        {"json": {"amount": 0}},
+        {"content": b"\0" * 64, "headers": {"Content-Type": "text/plain"}},
+    ]
+    failures = []
+    for path, item in spec["paths"].items():
+        concrete = path.replace("{key_id}", key["key_id"])
+        for method, operation in item.items():
+            documented = set(operation["responses"])
+            for auth in credentials:
+                for body in bodies:
+                    headers = {**auth, **body.get("headers", {})}
+                    extra = {k: v for k, v in body.items() if k != "headers"}
+                    response = await victim_app.request(
+                        method.upper(), concrete, headers=headers, **extra
+                    )
+                    status = str(response.status_code)
+                    if response.status_code >= 500 or status not in documented:
+                        failures.append(f"{method.upper()} {path} -> {status}")
+                    elif response.status_code >= 400:
+                        ctype = response.headers["content-type"]
+                        if not ctype.startswith(PROBLEM):
+                            failures.append(f"{method.upper()} {path} -> {status} {ctype}")
+    assert not failures, sorted(set(failures))
