@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from attacker.students import (
 ALL_STUDENTS = list_students()
 TORCHVISION_STUDENTS = ["r3d_18", "mc3_18", "r2plus1d_18", "s3d", "swin3d_t", "mvit_v2_s"]
 TINY_STUDENTS = ["tiny3d", "tiny_r2plus1d", "tiny_frame"]
+PYTORCHVIDEO_STUDENTS = ["x3d_xs", "slowfast_r18"]
 PACKAGE_DIR = Path(__file__).resolve().parents[2] / "attacker" / "students"
 
 
@@ -67,6 +69,7 @@ def _uint8_clips(n: int, t: int, h: int, w: int, seed: int = 0) -> np.ndarray:
 def test_registry_lists_every_required_student_by_family() -> None:
     assert set(list_students("torchvision")) == set(TORCHVISION_STUDENTS)
     assert set(list_students("tiny")) == set(TINY_STUDENTS)
+    assert set(list_students("pytorchvideo")) == set(PYTORCHVIDEO_STUDENTS)
     assert {"frame_vit_tiny", "frame_resnet50", "frame_timm"} <= set(list_students("frame"))
     assert list_students() == sorted(list_students())
     assert list_students("no-such-family") == []
@@ -137,6 +140,60 @@ def test_torchvision_students_have_torchvisions_backbone_layout(name: str) -> No
     kept = {k: v.shape for k, v in reference.items() if not k.startswith(student.checkpoint_ignore)}
     assert len(kept) < len(reference)  # the classifier was there and is dropped
     assert kept == {k: v.shape for k, v in student.backbone.state_dict().items()}
+
+
+@pytest.mark.parametrize(
+    ("name", "mean", "std"),
+    [
+        ("x3d_xs", (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)),
+        ("slowfast_r18", (0.45, 0.45, 0.45), (0.225, 0.225, 0.225)),
+        ("r3d_18", (0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989)),
+        ("tiny3d", (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
+    ],
+)
+def test_mean_and_std_come_from_the_students_own_entry(
+    name: str, mean: tuple[float, ...], std: tuple[float, ...]
+) -> None:
+    entry = get_student_entry(name)
+    assert (entry.mean, entry.std) == (mean, std)
+    for prep in (entry.default_preprocessing(), entry.tiny_preprocessing()):
+        assert (prep.mean, prep.std) == (mean, std)
+    model = create_student(name, num_classes=3, **entry.tiny_kwargs)  # no preprocessing given
+    config = student_config(model)
+    assert config.preprocessing == entry.default_preprocessing()
+    assert (config.preprocessing.mean, config.preprocessing.std) == (mean, std)
+
+
+@pytest.mark.parametrize("name", PYTORCHVIDEO_STUDENTS)
+def test_pytorchvideo_students_take_the_ranges_clip_sizes(name: str) -> None:
+    """The embedded victim's 16x32x32 and the tests' 8x16x16: pools are adaptive, so a student
+    built for one size runs at any other; pytorchvideo.transforms is never imported."""
+    torch.manual_seed(3)
+    entry = get_student_entry(name)
+    model = create_student(
+        name,
+        num_classes=4,
+        preprocessing=StudentPreprocessing(16, 32, 32, mean=entry.mean, std=entry.std),
+        **entry.tiny_kwargs,
+    )
+    for size in ((16, 32, 32), (8, 16, 16), (4, 40, 24)):
+        logits = model(torch.randn(2, 3, *size))
+        assert logits.shape == (2, 4) and torch.isfinite(logits).all()
+    assert not [m for m in sys.modules if m.startswith("pytorchvideo.transforms")]
+
+
+def test_x3d_xs_has_pytorchvideos_backbone_layout() -> None:
+    """An upstream X3D-XS checkpoint (local file) fits the backbone once its classifier is
+    dropped: same keys and shapes as ``create_x3d`` with the XS settings."""
+    from pytorchvideo.models.x3d import create_x3d
+
+    with torch.device("meta"):
+        reference = create_x3d(input_clip_length=4, input_crop_size=160).state_dict()
+        student = create_student("x3d_xs", num_classes=400)
+    kept = {k: v.shape for k, v in reference.items() if not k.startswith(student.checkpoint_ignore)}
+    assert len(kept) == len(reference) - 2  # the classifier's weight and bias
+    assert kept == {k: v.shape for k, v in student.backbone.state_dict().items()}
+    assert student.num_features == 2048
 
 
 def test_mvit_v2_s_real_config_trains_at_a_small_fixed_size() -> None:
