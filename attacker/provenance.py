@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from attacker.config import AttackConfig
+from shared.urls import REDACTED, redact_url
 
 _SECRET_FIELDS = {"api_key", "eval_api_key"}
 
@@ -39,11 +40,24 @@ def git_commit(cwd: Path | None = None) -> str:
 
 
 def redacted_config(config: AttackConfig) -> dict[str, Any]:
+    """The config as written to the run directory: API keys and every URL's password (Redis,
+    victim) replaced by ``***``."""
     data = config.model_dump(mode="json")
     for name in _SECRET_FIELDS:
         if data["victim"].get(name):
-            data["victim"][name] = "***"
-    return data
+            data["victim"][name] = REDACTED
+    redacted: dict[str, Any] = _redact_urls(data)
+    return redacted
+
+
+def _redact_urls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _redact_urls(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_urls(v) for v in value]
+    if isinstance(value, str) and "://" in value:
+        return redact_url(value)
+    return value
 
 
 def write_provenance(run_dir: Path, config: AttackConfig) -> dict[str, Any]:

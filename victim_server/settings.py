@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.schemas import KeyCreate
@@ -68,13 +68,23 @@ class Settings(BaseSettings):
         description="Benign clips (.npz) or a calibration JSON for the detection embedding",
     )
 
-    @field_validator("admin_token")
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="When set, GET /metrics needs 'Authorization: Bearer <token>' (the scrape "
+        "lists every key id and its remaining budget)",
+    )
+
+    @field_validator("admin_token", "metrics_token")
     @classmethod
-    def _refuse_insecure_token(cls, value: SecretStr) -> SecretStr:
+    def _refuse_insecure_token(
+        cls, value: SecretStr | None, info: ValidationInfo
+    ) -> SecretStr | None:
+        if value is None:
+            return None
         token = value.get_secret_value()
         if token.strip().lower() in _INSECURE_TOKENS or len(token) < MIN_ADMIN_TOKEN_LENGTH:
             raise ValueError(
-                f"VIDSTEAL_ADMIN_TOKEN must be a non-default secret of at least "
-                f"{MIN_ADMIN_TOKEN_LENGTH} characters (e.g. `openssl rand -hex 24`)"
+                f"VIDSTEAL_{str(info.field_name).upper()} must be a non-default secret of at "
+                f"least {MIN_ADMIN_TOKEN_LENGTH} characters (e.g. `openssl rand -hex 24`)"
             )
         return value

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
+
 from fastapi import APIRouter
 from fastapi.responses import Response
 from redis.exceptions import RedisError
 
 from shared.problems import ProblemType
-from victim_server.api.deps import ServicesDep
+from victim_server.api.deps import CredentialsDep, ServicesDep
 from victim_server.api.openapi import problem_responses
 from victim_server.api.problems import problem
 
@@ -32,7 +34,17 @@ async def readyz(services: ServicesDep) -> dict[str, str]:
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics(services: ServicesDep) -> Response:
+async def metrics(services: ServicesDep, credentials: CredentialsDep) -> Response:
+    required = services.settings.metrics_token
+    given = credentials.credentials if credentials is not None else ""
+    if required is not None and not hmac.compare_digest(
+        given.encode(), required.get_secret_value().encode()
+    ):
+        raise problem(
+            ProblemType.UNAUTHORIZED,
+            "/metrics needs 'Authorization: Bearer <metrics token>'",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     # Budgets are read from Redis at scrape time: with several workers the last gauge write of
     # any one process may be stale (requests finish out of reservation order).
     try:
