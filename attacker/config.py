@@ -57,16 +57,25 @@ class TrainSection(_Strict):
     # a temperature and the spec sets none.
     temperature: Annotated[float, Field(gt=0)] | None = None
     true_label_weight: Annotated[float, Field(ge=0)] = 0.0
-    epochs: Annotated[int, Field(ge=1)] = 20
-    # Caps epochs x clips per budget point, so larger transfer sets get fewer epochs.
+    # continual: one student trained on as the transfer set grows, each budget point adding
+    # `epochs` passes' worth of steps over the clips that point added (compute grows with the
+    # data; every step draws from all clips so far). fresh: a new student per point, trained
+    # `epochs` passes over that point's clips.
+    plan: Literal["continual", "fresh"] = "continual"
+    epochs: Annotated[float, Field(gt=0)] = 16
+    min_steps: Annotated[int, Field(ge=0)] = 0  # at least this many steps per budget point
+    # Caps the clip-steps (steps x batch) of one budget point.
     max_clip_steps: Annotated[int, Field(ge=1)] | None = None
     batch_size: Annotated[int, Field(ge=1)] = 64
-    lr: Annotated[float, Field(gt=0)] = 1.5e-3
+    lr: Annotated[float, Field(gt=0)] = 3e-3
     backbone_lr_ratio: Annotated[float, Field(gt=0, le=1)] = 1.0
     weight_decay: Annotated[float, Field(ge=0)] = 0.05
     schedule: Literal["cosine", "plateau"] = "cosine"
     warmup_steps: Annotated[int, Field(ge=0)] = 50
-    threads: Annotated[int, Field(ge=0)] = 0
+    threads: Annotated[int, Field(ge=0)] = 0  # torch threads while training (0: torch's default)
+    # auto: bfloat16 autocast where the hardware has bf16 units (AMX / AVX512-BF16 CPUs, CUDA),
+    # float32 elsewhere.
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
 
     @model_validator(mode="after")
     def _one_temperature(self) -> TrainSection:

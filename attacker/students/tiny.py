@@ -4,7 +4,9 @@ Plain conv + BatchNorm + ReLU stacks with PyTorch's default initialisation, so t
 motion classes at once without warm-up tricks:
 
 - ``tiny3d``: full 3x3x3 convolutions, widths 16-32-64-128, total stride 1/4 in time and 1/8 in
-  space, global average pool.
+  space, global average pool; by default its input is widened with the frame differences
+  (:class:`FrameDifferences`), which took a distilled student from 0.13 to 0.55 top-1 agreement
+  after 313 steps on 1,250 queries (the extraction bench's recipe notes in the README).
 - ``tiny_r2plus1d``: the same stages with each 3x3x3 convolution factorised into a spatial 1x3x3
   and a temporal 3x1x1 convolution (Tran et al., 2018), mid width chosen to match the 3D
   parameter count; the stem is spatial only (a temporal conv at full resolution would cost more
@@ -64,8 +66,26 @@ def _check_stages(widths: Sequence[int], blocks: Sequence[int]) -> tuple[list[in
     return widths, blocks
 
 
+class FrameDifferences(nn.Module):
+    """(B, C, T, H, W) -> (B, 2C, T, H, W): the frames and their temporal differences
+    ``x_t - x_{t-1}`` (0 for the first frame).
+
+    Motion is what tells the classes of an action model apart; handing the first convolution
+    the differences lets a student see it from the first step instead of discovering it after
+    a long plateau at chance (measured in the extraction bench).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        diff = torch.zeros_like(x)
+        diff[:, :, 1:] = x[:, :, 1:] - x[:, :, :-1]
+        return torch.cat([x, diff], dim=1)
+
+
 class Tiny3dBackbone(nn.Module):
-    """Stages of Conv3d-BN-ReLU (the first conv of a stage strides), then a global average pool."""
+    """Stages of Conv3d-BN-ReLU (the first conv of a stage strides), then a global average pool.
+
+    With ``frame_differences`` the input is widened by :class:`FrameDifferences` first.
+    """
 
     def __init__(
         self,
@@ -73,15 +93,17 @@ class Tiny3dBackbone(nn.Module):
         widths: Sequence[int] = DEFAULT_WIDTHS,
         blocks: Sequence[int] = (1, 1, 1, 1),
         factorised: bool = False,
+        frame_differences: bool = False,
     ) -> None:
         super().__init__()
         widths, blocks = _check_stages(widths, blocks)
+        self.differences: nn.Module = FrameDifferences() if frame_differences else nn.Identity()
         layers: list[nn.Module] = []
-        channels = 3
+        channels = 6 if frame_differences else 3
         for width, depth, stride in zip(widths, blocks, STAGE_STRIDES, strict=True):
             for i in range(depth):
                 step = stride if i == 0 else (1, 1, 1)
-                if factorised and channels == 3:
+                if factorised and not layers:
                     # (2+1)D stem: spatial only (see the module docstring).
                     layers += _conv_bn_relu(channels, width, (1, 3, 3), (1, step[1], step[2]))
                 elif factorised:
@@ -96,7 +118,7 @@ class Tiny3dBackbone(nn.Module):
         self.num_features = channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)  # B C T' H' W'
+        x = self.features(self.differences(x))  # B C T' H' W'
         return torch.flatten(self.pool(x), 1)
 
 
@@ -172,9 +194,12 @@ def tiny3d(
     widths: Sequence[int] = DEFAULT_WIDTHS,
     blocks: Sequence[int] = (1, 1, 1, 1),
     drop_rate: float = 0.0,
+    frame_differences: bool = True,
 ) -> StudentModel:
-    """Small 3D CNN (16-32-64-128, 1/4 time, 1/8 space): the default CPU student."""
-    return _tiny_student(Tiny3dBackbone(widths=widths, blocks=blocks), num_classes, drop_rate)
+    """Small 3D CNN (16-32-64-128, 1/4 time, 1/8 space) on frames and frame differences: the
+    default CPU student."""
+    backbone = Tiny3dBackbone(widths=widths, blocks=blocks, frame_differences=frame_differences)
+    return _tiny_student(backbone, num_classes, drop_rate)
 
 
 @register_student("tiny_r2plus1d", **_TINY_REGISTRATION)

@@ -13,9 +13,7 @@ record indices each rank trained on in the first epoch.
 
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,59 +24,41 @@ import yaml
 from attacker.config import AttackConfig, validate_config
 from attacker.data import TransferSet
 from attacker.data.dataset import TransferDataset
-from attacker.run import train_settings
-from attacker.students import StudentModel, StudentPreprocessing, create_student, export_student
+from attacker.stages.train import (
+    build_run_loss,
+    build_student,
+    train_settings,
+    training_fingerprint,
+)
+from attacker.students import export_student
 from attacker.train.distributed import DistributedContext, distributed_from_env, state_checksum
-from attacker.train.loop import TrainSettings, train_student
-from attacker.train.losses import build_configured_loss, default_loss_for
+from attacker.train.loop import train_student
 from shared.schemas import OutputMode
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
-_SECRET_FIELDS = ("api_key", "eval_api_key")  # redacted in the resolved config; not needed here
+REDACTED = "***"  # what attacker.provenance writes in place of a secret
 
 
 def load_resolved_config(run_dir: Path) -> AttackConfig:
-    """The run's ``config.resolved.yaml``, validated, with the redacted secrets emptied."""
+    """The run's ``config.resolved.yaml``, validated, with the redacted secrets emptied (they
+    are not needed to retrain)."""
     raw = yaml.safe_load((run_dir / "config.resolved.yaml").read_text(encoding="utf-8"))
     if not isinstance(raw, dict):
         raise ValueError(f"{run_dir}/config.resolved.yaml does not hold a mapping")
     victim = raw.get("victim")
     if isinstance(victim, dict):
-        for name in _SECRET_FIELDS:
-            if victim.get(name):
+        for name, value in victim.items():
+            if value == REDACTED:
                 victim[name] = ""
     return validate_config(raw, source=str(run_dir / "config.resolved.yaml"))
-
-
-def fresh_student(config: AttackConfig, transfer: TransferSet) -> StudentModel:
-    """The configured student for the transfer set's classes and clip shape (seeded init)."""
-    s = config.student
-    frames, height, width = transfer.manifest.clip_shape[:3]
-    prep = StudentPreprocessing(
-        frames=s.frames or frames,
-        height=s.height or height,
-        width=s.width or width,
-        mean=(0.45, 0.45, 0.45),
-        std=(0.225, 0.225, 0.225),
-    )
-    torch.manual_seed(config.seed)
-    labels = transfer.manifest.labels
-    return create_student(
-        s.architecture,
-        num_classes=len(labels),
-        preprocessing=prep,
-        labels=labels,
-        backbone_weights=s.backbone_weights,
-        **s.kwargs,
-    )
 
 
 def train_from_run(
     run_dir: Path,
     *,
     distributed: DistributedContext | None,
-    epochs: int | None = None,
+    epochs: float | None = None,
     limit: int | None = None,
     out: Path | None = None,
     checkpoint: Path | None = None,
@@ -91,17 +71,13 @@ def train_from_run(
         torch.set_num_threads(config.train.threads)
     transfer = TransferSet(run_dir / "transfer")
     mode = OutputMode(transfer.manifest.output)
-    loss_name = default_loss_for(mode) if config.train.loss == "auto" else config.train.loss
-    loss_fn = build_configured_loss(
-        loss_name,
-        mode,
-        temperature=config.train.temperature,
-        true_label_weight=config.train.true_label_weight,
-    )
+    loss_fn = build_run_loss(config, mode)
     rank, world_size = (0, 1) if distributed is None else (distributed.rank, distributed.world_size)
     count = len(transfer) if limit is None else min(limit, len(transfer))
     settings = train_settings(config, count, epochs=epochs)
-    student = fresh_student(config, transfer)
+    student = build_student(
+        config, labels=transfer.manifest.labels, clip_shape=transfer.manifest.clip_shape
+    )
     result = train_student(
         student,
         transfer,
@@ -109,7 +85,7 @@ def train_from_run(
         settings,
         limit=count,
         checkpoint=checkpoint,
-        fingerprint=_fingerprint(transfer, count, settings, config, world_size),
+        fingerprint=training_fingerprint(transfer, count, settings, config, extra=world_size),
         desc=f"train {count} queries x{world_size}",
         show_progress=show_progress,
         distributed=distributed,
@@ -128,7 +104,7 @@ def train_from_run(
     summary: dict[str, Any] = {
         "export": str(export),
         "queries": count,
-        "loss": loss_name,
+        "loss": loss_fn.name,
         "epochs": result.epochs,
         "steps": result.steps,
         "seconds": round(result.seconds, 3),
@@ -144,32 +120,12 @@ def train_from_run(
     return summary
 
 
-def _fingerprint(
-    transfer: TransferSet,
-    limit: int,
-    settings: TrainSettings,
-    config: AttackConfig,
-    world_size: int,
-) -> str:
-    """What a checkpoint was trained on (data, settings, student, world size)."""
-    payload = json.dumps(
-        [
-            [r.clip_hash for r in transfer.records[:limit]],
-            asdict(settings),
-            config.student.model_dump(mode="json"),
-            config.train.model_dump(mode="json"),
-            world_size,
-        ],
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.blake2b(payload.encode(), digest_size=16).hexdigest()
-
-
 @app.command()
 def main(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A finished run directory.")],
-    epochs: Annotated[int | None, typer.Option(min=1, help="Override train.epochs.")] = None,
+    epochs: Annotated[
+        float | None, typer.Option(min=0.01, help="Passes over the data (default train.epochs).")
+    ] = None,
     limit: Annotated[
         int | None, typer.Option(min=1, help="Train on the first N records (default: all).")
     ] = None,
