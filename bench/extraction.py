@@ -1,62 +1,75 @@
-"""Fidelity vs queries on the embedded victim, per query source and output mode, in one run
-(writes bench/results/extraction.json and extraction.png).
+"""Fidelity vs queries, per attack, as the mean and spread of several seeds (writes
+bench/results/extraction.json and extraction.png, replaced whole on every run).
 
-Every attack runs the real attacker (``attacker.run.run_attack``) against a real uvicorn victim
-and redis-server on 127.0.0.1, with a fresh key and a fresh answer cache, seed 0, a tiny3d
-student, and 1,000 held-out SynthActions clips labelled by the victim through a separate key.
-Budget points train a fresh student each (epochs capped at 160K clip-steps per point).
+Every attack runs the real attacker (``attacker.run.run_attack``: HTTP, Redis answer cache,
+transfer set, training, evaluation) against one real uvicorn victim and redis-server on
+127.0.0.1, with a fresh API key per (attack, seed), so no answer is shared between jobs. Each
+seed changes both the query stream and the student's initialisation. Fidelity is measured after
+each budget point of one continual run (1,250 / 2,500 / 5,000 / 10,000 / 20,000 queries) on the
+same 1,000 held-out SynthActions clips (seed 424242), labelled by the victim through a separate
+key. ``knockoffnets-art`` runs ART's KnockoffNets (random sampling, probabilities) side by side:
+same victim over HTTP, same pool of stacked-affine clips, same budget, same student
+architecture and the same held-out clips (``bench/knockoff_peer.py``).
 
-Also measured, in the same run: the attacker's paid-query rate divided by the victim's maximum
-rate (8 concurrent clients posting 32-clip .npy bodies of pre-generated clips), and the speed-up
-of a cached rerun of the query phase (0 paid).
+Jobs run in parallel processes (``--jobs``, one torch thread each).
 
-Run: .venv/bin/python bench/extraction.py [--only NAME ...] [--scale 1.0]
+    .venv/bin/python bench/extraction.py                       # every attack, seeds 0 1 2
+    .venv/bin/python bench/extraction.py --attacks probs-stacked-affine --seeds 0 --scale 0.1
+    .venv/bin/python bench/extraction.py --victim-model torchscript --victim-weights B.pt \
+        --victim-input 16x32x32 --results extraction_second_victim --attacks probs-stacked-affine
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import multiprocessing
 import os
 import secrets
+import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, write_result
+from _common import RESULTS, git_commit, write_result
 
-from attacker.config import validate_config
-from attacker.run import run_attack
-from shared.codec import NPY_CONTENT_TYPE, encode_npy
 from vidsteal.processes import start_redis, start_victim
 
 LAYERED = {"kind": "stacked_affine", "layered": 0.8}
 NATURAL = {"kind": "synthactions", "seed": 777, "labelled": True}
-GOALS = {
-    "probs-black-box@20000": ">= 0.90 top-1 agreement",
-    "label-only@20000": ">= 0.80",
-    "grey-box@10000": ">= 0.95",
-    "paid_rate_over_victim_max": ">= 0.9",
-    "cache_replay_speedup": ">= 20x, 0 paid",
+EVAL_SOURCE = {"kind": "synthactions", "seed": 424242, "labelled": True}
+POINTS = [1250, 2500, 5000, 10000, 20000]
+
+# The recipe every attack uses (attacker defaults, spelled out so the results file carries it).
+STUDENT = {"architecture": "tiny3d", "kwargs": {"widths": [24, 48, 96, 192]}}
+TRAIN = {
+    "plan": "continual",
+    "epochs": 16,
+    "batch_size": 64,
+    "lr": 6e-3,
+    "weight_decay": 0.05,
+    "warmup_steps": 50,
+    "threads": 1,
+    "precision": "auto",
 }
 
+SOFT_LOSS = {"loss": {"name": "kl", "temperature": 4.0}}
+
 ATTACKS: dict[str, dict[str, Any]] = {
-    "probs-noise": {"output": "probs", "budget": 20000, "source": {"kind": "noise"}},
-    "probs-stacked-affine": {"output": "probs", "budget": 20000, "source": LAYERED},
-    "topk5-stacked-affine": {"output": "topk", "top_k": 5, "budget": 20000, "source": LAYERED},
-    "label-stacked-affine": {
-        "output": "label",
+    "probs-stacked-affine": {
+        "output": "probs",
         "budget": 20000,
         "source": LAYERED,
-        "train": {"lr": 1e-3},
+        "train": SOFT_LOSS,
     },
+    "topk5-stacked-affine": {"output": "topk", "top_k": 5, "budget": 20000, "source": LAYERED},
+    "label-stacked-affine": {"output": "label", "budget": 20000, "source": LAYERED},
     "grey-box-5pct-labelled": {
         "output": "probs",
         "budget": 10000,
@@ -64,187 +77,219 @@ ATTACKS: dict[str, dict[str, Any]] = {
             "kind": "mix",
             "parts": [{"source": NATURAL, "weight": 0.05}, {"source": LAYERED, "weight": 0.95}],
         },
-        "train": {"true_label_weight": 0.5},
+        "train": {**SOFT_LOSS, "true_label_weight": 1.0},
     },
-    "stealth-vs-prada": {
+    "knockoffnets-art": {"output": "probs", "budget": 5000, "source": LAYERED, "peer": "art"},
+    "probs-noise": {
         "output": "probs",
-        "budget": 20000,
-        "source": LAYERED,
-        "detection": {"detector": "prada", "action": "log"},
-        "stealth": {"enabled": True, "natural": NATURAL, "target_w": 0.95},
-        "train": {"true_label_weight": 0.5},
+        "budget": 5000,
+        "source": {"kind": "noise"},
+        "train": SOFT_LOSS,
     },
 }
+DEFAULT_ATTACKS = [
+    "probs-stacked-affine",
+    "topk5-stacked-affine",
+    "label-stacked-affine",
+    "grey-box-5pct-labelled",
+    "knockoffnets-art",
+]
+GOALS = {
+    "probs-stacked-affine@5000": ">= 0.80 top-1 agreement (3-seed mean)",
+    "probs-stacked-affine@20000": ">= 0.92",
+    "topk5-stacked-affine@20000": ">= 0.88",
+    "label-stacked-affine@20000": ">= 0.80",
+    "grey-box-5pct-labelled@10000": ">= 0.95",
+    "probs-stacked-affine@5000 vs knockoffnets-art@5000": ">= +0.10",
+}
+METRICS = ("top1_agreement", "top5_agreement", "accuracy")
 
 
-def _config(
+def attack_config(
     name: str,
     spec: dict[str, Any],
     *,
+    seed: int,
     url: str,
     key: str,
     eval_key: str,
     redis_url: str,
     out: Path,
     scale: float,
-    points: list[float],
-) -> Any:
-    budget = max(100, int(spec["budget"] * scale))
-    return validate_config(
-        {
-            "name": name,
-            "victim": {"url": url, "api_key": key, "eval_api_key": eval_key},
-            "budget": budget,
-            "seed": 0,
-            "redis_url": redis_url,
-            "out": str(out / name),
-            "query": {"source": spec["source"], "batch_clips": 32, "concurrency": 4},
-            "student": {"architecture": "tiny3d"},
-            "train": {
-                "epochs": 20,
-                "max_clip_steps": int(160_000 * scale),
-                "lr": 1.5e-3,
-                **spec.get("train", {}),
-            },
-            "eval": {
-                "source": {"kind": "synthactions", "seed": 424242, "labelled": True},
-                "clips": 1000,
-                "points": points,
-            },
-            "stealth": spec.get("stealth", {}),
-        }
-    )
+    overrides: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The attacker config of one (attack, seed) job, as YAML would hold it."""
+    budget = max(100, round(spec["budget"] * scale))
+    points = [p / spec["budget"] for p in POINTS if p <= spec["budget"]]
+    return {
+        "name": f"{name}-seed{seed}",
+        "victim": {"url": url, "api_key": key, "eval_api_key": eval_key},
+        "budget": budget,
+        "seed": seed,
+        "redis_url": redis_url,
+        "out": str(out / f"{name}-seed{seed}"),
+        "query": {"source": spec["source"], "batch_clips": 32, "concurrency": 4},
+        "student": STUDENT,
+        "train": {**TRAIN, **spec.get("train", {}), **(overrides or {})},
+        "eval": {"source": EVAL_SOURCE, "clips": 1000, "points": points},
+    }
 
 
-def _key(url: str, admin: str, **plan: Any) -> dict[str, Any]:
-    r = httpx.post(
+def _key(url: str, admin: str, **plan: Any) -> str:
+    response = httpx.post(
         f"{url}/admin/keys", json=plan, headers={"Authorization": f"Bearer {admin}"}, timeout=30
     )
-    r.raise_for_status()
-    created: dict[str, Any] = r.json()
-    return created
+    response.raise_for_status()
+    key: str = response.json()["api_key"]
+    return key
 
 
-async def victim_max_rate(url: str, api_key: str, seconds: float = 10.0) -> float:
-    clips = np.random.default_rng(0).integers(0, 256, size=(32, 16, 32, 32, 3), dtype=np.uint8)
-    body = encode_npy(clips)
-    headers = {"Authorization": f"Bearer {api_key}", "Content-Type": NPY_CONTENT_TYPE}
-    done = 0
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-        stop = time.perf_counter() + seconds
-        started = time.perf_counter()
+def run_job(job: dict[str, Any]) -> dict[str, Any]:
+    """One (attack, seed) in its own process with one torch thread."""
+    import torch
 
-        async def worker() -> None:
-            nonlocal done
-            while time.perf_counter() < stop:
-                (
-                    await client.post("/v1/classify", content=body, headers=headers)
-                ).raise_for_status()
-                done += 32
+    torch.set_num_threads(1)
+    from attacker.config import validate_config
 
-        await asyncio.gather(*[worker() for _ in range(8)])
-        return done / (time.perf_counter() - started)
+    config = validate_config(job["config"], source=job["config"]["name"])
+    started = time.perf_counter()
+    if job["spec"].get("peer") == "art":
+        from knockoff_peer import run_knockoffnets
+
+        points = run_knockoffnets(config, epochs=config.train.epochs)
+        report: dict[str, Any] = {"points": points, "collect": {}}
+    else:
+        from attacker.run import RunHooks, run_attack
+
+        def progress(queries: int, top1: float) -> None:
+            print(f"  {job['attack']} seed {job['seed']} @{queries}: top-1 {top1:.3f}", flush=True)
+
+        hooks = RunHooks(on_fidelity=progress)
+        report = asyncio.run(run_attack(config, hooks=hooks, show_progress=False))
+    return {
+        "attack": job["attack"],
+        "seed": job["seed"],
+        "points": [
+            {k: p.get(k) for k in ("queries", *METRICS, "victim_accuracy", "train_seconds")}
+            for p in report["points"]
+        ],
+        "paid": report["collect"].get("paid"),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
 
 
-async def main(args: argparse.Namespace) -> dict[str, Any]:
+def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per budget point: the mean and sample std of each metric over the seeds."""
+    by_queries: dict[int, list[dict[str, Any]]] = {}
+    for run in runs:
+        for point in run["points"]:
+            by_queries.setdefault(point["queries"], []).append(point)
+    summary = []
+    for queries in sorted(by_queries):
+        entry: dict[str, Any] = {"queries": queries, "seeds": len(by_queries[queries])}
+        for metric in METRICS:
+            values = [p[metric] for p in by_queries[queries] if p.get(metric) is not None]
+            if values:
+                entry[f"{metric}_mean"] = round(statistics.fmean(values), 4)
+                entry[f"{metric}_std"] = round(
+                    statistics.stdev(values) if len(values) > 1 else 0.0, 4
+                )
+        summary.append(entry)
+    return summary
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
     admin = secrets.token_hex(16)
-    results: dict[str, Any] = {"goals": GOALS, "scale": args.scale, "attacks": {}}
-    previous = RESULTS / "extraction.json"
-    if (args.only or args.rate_only) and previous.is_file():
-        # A partial rerun keeps the other attacks' results from the last full run.
-        results["attacks"] = json.loads(previous.read_text()).get("attacks", {})
+    env: dict[str, str] = {}
+    if args.victim_model:
+        env["VIDSTEAL_MODEL"] = args.victim_model
+    if args.victim_weights:
+        env["VIDSTEAL_WEIGHTS"] = str(Path(args.victim_weights).resolve())
+    if args.victim_input:
+        env["VIDSTEAL_INPUT_SPEC"] = args.victim_input
+    if args.victim_labels:
+        env["VIDSTEAL_LABELS"] = str(Path(args.victim_labels).resolve())
+    runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         redis = start_redis(tmp / "redis")
-        victim = start_victim(redis.url, tmp / "victim.log", admin_token=admin)
+        victim = start_victim(
+            redis.url, tmp / "victim.log", admin_token=admin, extra_env=env, timeout_s=300
+        )
+        model_key = _key(victim.url, admin, budget=1, output="label")
+        model = httpx.get(
+            f"{victim.url}/v1/model", headers={"Authorization": f"Bearer {model_key}"}, timeout=10
+        ).json()
         try:
-            print("victim max rate ...", flush=True)
-            rate_key = _key(victim.url, admin, budget=10**9, output="probs")["api_key"]
-            max_rate = await victim_max_rate(victim.url, rate_key)
-            print("attacker paid rate and cache replay ...", flush=True)
-            speed = _config(
-                "rate",
-                {"budget": 5000, "source": {"kind": "noise"}},
-                url=victim.url,
-                key=_key(victim.url, admin, budget=5000)["api_key"],
-                eval_key=_key(victim.url, admin, budget=1000, output="label")["api_key"],
-                redis_url=redis.url,
-                out=tmp / "runs",
-                scale=1.0,
-                points=[1.0],
-            )
-            speed = speed.model_copy(
-                update={
-                    "seed": 99,  # a stream of its own: the attacks must not find it cached
-                    "train": speed.train.model_copy(update={"epochs": 1, "max_clip_steps": None}),
-                    "eval": speed.eval.model_copy(update={"clips": 100, "points": [1.0]}),
-                }
-            )
-            first = await run_attack(speed, show_progress=False)
-            second = await run_attack(speed, show_progress=False)
-            results["throughput"] = {
-                "victim_max_clips_per_s": max_rate,
-                "attacker_paid_clips_per_s": first["collect"]["paid"] / first["collect"]["seconds"],
-                "paid_rate_over_victim_max": first["collect"]["paid"]
-                / first["collect"]["seconds"]
-                / max_rate,
-                "query_phase_seconds_uncached": first["collect"]["seconds"],
-                "query_phase_seconds_cached": second["collect"]["seconds"],
-                "cache_replay_speedup": first["collect"]["seconds"] / second["collect"]["seconds"],
-                "cached_rerun_paid": second["collect"]["paid"],
-            }
-            print(results["throughput"], flush=True)
-            for name, spec in ATTACKS.items():
-                if args.rate_only or (args.only and name not in args.only):
-                    continue
-                print(f"attack {name} ...", flush=True)
-                plan = {
-                    "budget": int(spec["budget"] * args.scale) + 10,
-                    "output": spec["output"],
-                    "top_k": spec.get("top_k", 5),
-                }
-                if "detection" in spec:
-                    plan["detection"] = spec["detection"]
-                key = _key(victim.url, admin, **plan)
-                config = _config(
-                    name,
-                    spec,
-                    url=victim.url,
-                    key=key["api_key"],
-                    eval_key=_key(victim.url, admin, budget=1000, output="label")["api_key"],
-                    redis_url=redis.url,
-                    out=tmp / "runs",
-                    scale=args.scale,
-                    points=args.points,
-                )
-                started = time.perf_counter()
-                report = await run_attack(config, show_progress=False)
-                entry = {
-                    "output": spec["output"],
-                    "source": spec["source"],
-                    "points": report["points"],
-                    "collect": report["collect"],
-                    "detection": report["detection"],
-                    "wall_seconds": round(time.perf_counter() - started, 1),
-                }
-                if "detection" in spec:
-                    status = httpx.get(
-                        f"{victim.url}/admin/keys/{key['key_id']}/detection",
-                        headers={"Authorization": f"Bearer {admin}"},
-                    ).json()
-                    entry["victim_detection"] = status
-                results["attacks"][name + args.tag] = entry
-                write_result("extraction", results)  # partial results survive an interruption
-                final = report["points"][-1]
-                print(
-                    f"  {final['queries']} queries: top-1 {final['top1_agreement']:.3f} "
-                    f"top-5 {final['top5_agreement']:.3f} ({entry['wall_seconds']} s)",
-                    flush=True,
-                )
+            jobs = []
+            for seed in args.seeds:
+                for name in args.attacks:
+                    spec = ATTACKS[name]
+                    budget = round(spec["budget"] * args.scale)
+                    key = _key(
+                        victim.url,
+                        admin,
+                        budget=budget + 10,
+                        output=spec["output"],
+                        top_k=spec.get("top_k", 5),
+                    )
+                    eval_key = _key(victim.url, admin, budget=1100, output="label")
+                    config = attack_config(
+                        name,
+                        spec,
+                        seed=seed,
+                        url=victim.url,
+                        key=key,
+                        eval_key=eval_key,
+                        redis_url=redis.url,
+                        out=tmp / "runs",
+                        scale=args.scale,
+                        overrides={"epochs": args.epochs} if args.epochs else None,
+                    )
+                    jobs.append({"attack": name, "seed": seed, "spec": spec, "config": config})
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
+                futures = [pool.submit(run_job, job) for job in jobs]
+                for future in as_completed(futures):
+                    run = future.result()
+                    runs.append(run)
+                    final = run["points"][-1]
+                    print(
+                        f"{run['attack']} seed {run['seed']}: {final['queries']} queries, "
+                        f"top-1 {final['top1_agreement']:.3f} ({run['wall_seconds']} s)",
+                        flush=True,
+                    )
         finally:
             victim.stop()
             redis.stop()
-    return results
+    attacks: dict[str, Any] = {}
+    for name in args.attacks:
+        mine = sorted((r for r in runs if r["attack"] == name), key=lambda r: r["seed"])
+        spec = ATTACKS[name]
+        attacks[name] = {
+            "output": spec["output"],
+            "top_k": spec.get("top_k") if spec["output"] == "topk" else None,
+            "source": spec["source"],
+            "budget": round(spec["budget"] * args.scale),
+            "train": {
+                **TRAIN,
+                **spec.get("train", {}),
+                **({"epochs": args.epochs} if args.epochs else {}),
+            },
+            "peer": spec.get("peer"),
+            "points": summarise(mine),
+            "runs": mine,
+        }
+    return {
+        "victim": {k: model.get(k) for k in ("model", "num_classes", "input")},
+        "seeds": args.seeds,
+        "scale": args.scale,
+        "student": STUDENT,
+        "eval": {"source": EVAL_SOURCE, "clips": 1000},
+        "command": " ".join(sys.argv),
+        "goals": GOALS,
+        "attacks": attacks,
+    }
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -253,18 +298,27 @@ def plot(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
     for name, entry in results["attacks"].items():
         points = entry["points"]
-        ax.plot(
-            [p["queries"] for p in points], [p["top1_agreement"] for p in points], "o-", label=name
+        ax.errorbar(
+            [p["queries"] for p in points],
+            [p["top1_agreement_mean"] for p in points],
+            yerr=[p["top1_agreement_std"] for p in points],
+            fmt="o-" if entry.get("peer") is None else "s--",
+            capsize=3,
+            label=f"{name} ({entry['output']})",
         )
+    ax.set_xscale("log")
     ax.set_xlabel("queries spent")
-    ax.set_ylabel("top-1 fidelity (agreement with the victim)")
+    ax.set_ylabel("top-1 agreement with the victim")
     ax.set_ylim(0, 1.02)
-    ax.grid(alpha=0.3)
+    ax.grid(alpha=0.3, which="both")
+    seeds = len(results["seeds"])
     ax.set_title(
-        "Extraction of the embedded victim (tiny3d student, 1,000 held-out clips)", fontsize=9
+        f"Extraction of {results['victim'].get('model', 'the victim')}: mean ± std of {seeds} "
+        f"seeds, 1,000 held-out clips (commit {git_commit()})",
+        fontsize=8,
     )
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
@@ -272,33 +326,37 @@ def plot(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-if __name__ == "__main__":
-    os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 2))
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--only", nargs="*", default=[])
-    parser.add_argument("--scale", type=float, default=1.0, help="multiply every budget")
-    parser.add_argument("--points", type=float, nargs="+", default=[0.25, 0.5, 1.0])
-    parser.add_argument("--tag", default="", help="suffix of the attack names in the results")
-    parser.add_argument(
-        "--rate-only",
-        action="store_true",
-        help="measure only the paid rate and cache replay, into the existing extraction.json",
-    )
-    arguments = parser.parse_args()
-    out = asyncio.run(main(arguments))
-    png = RESULTS / "extraction.png"
-    plot(out, png)
-    path = write_result("extraction", out)
-    print("\n| attack | output | queries | top-1 | top-5 | accuracy |")
-    for name, entry in out["attacks"].items():
+def table(results: dict[str, Any]) -> str:
+    lines = [
+        "| attack | answers | queries | top-1 agreement | top-5 agreement |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for name, entry in results["attacks"].items():
         for p in entry["points"]:
-            print(
-                f"| {name} | {entry['output']} | {p['queries']} | {p['top1_agreement']:.3f} | "
-                f"{p['top5_agreement']:.3f} | {p['accuracy']:.3f} |"
+            lines.append(
+                f"| {name} | {entry['output']} | {p['queries']} | "
+                f"{p['top1_agreement_mean']:.3f} ± {p['top1_agreement_std']:.3f} | "
+                f"{p['top5_agreement_mean']:.3f} ± {p['top5_agreement_std']:.3f} |"
             )
-    t = out["throughput"]
-    print(
-        f"paid rate / victim max rate: {t['paid_rate_over_victim_max']:.2f}; cache replay "
-        f"speed-up {t['cache_replay_speedup']:.1f}x with {t['cached_rerun_paid']} paid"
-    )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--attacks", nargs="+", default=DEFAULT_ATTACKS, choices=sorted(ATTACKS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--jobs", type=int, default=2, help="parallel attack processes")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every budget")
+    parser.add_argument("--results", default="extraction", help="results file name")
+    parser.add_argument("--epochs", type=float, help="override train.epochs (smoke tests)")
+    parser.add_argument("--victim-model", help="serve this model instead of the embedded one")
+    parser.add_argument("--victim-weights", help="its local weights file")
+    parser.add_argument("--victim-input", help="its input spec, e.g. 16x32x32")
+    parser.add_argument("--victim-labels", help="its labels file")
+    arguments = parser.parse_args()
+    out = main(arguments)
+    path = write_result(arguments.results, out)
+    plot(out, RESULTS / f"{arguments.results}.png")
+    print(table(out))
     print(f"wrote {path}")
