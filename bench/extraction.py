@@ -59,7 +59,8 @@ TRAIN = {
     "precision": "auto",
 }
 
-SOFT_LOSS = {"loss": {"name": "kl", "temperature": 4.0}}
+# kl on probabilities, the top-k aware loss on top-k answers, both at T=4 (hard_ce for labels).
+SOFT_LOSS = {"loss": {"name": "auto", "temperature": 4.0}}
 
 ATTACKS: dict[str, dict[str, Any]] = {
     "probs-stacked-affine": {
@@ -68,7 +69,13 @@ ATTACKS: dict[str, dict[str, Any]] = {
         "source": LAYERED,
         "train": SOFT_LOSS,
     },
-    "topk5-stacked-affine": {"output": "topk", "top_k": 5, "budget": 20000, "source": LAYERED},
+    "topk5-stacked-affine": {
+        "output": "topk",
+        "top_k": 5,
+        "budget": 20000,
+        "source": LAYERED,
+        "train": SOFT_LOSS,
+    },
     "label-stacked-affine": {"output": "label", "budget": 20000, "source": LAYERED},
     "grey-box-5pct-labelled": {
         "output": "probs",

@@ -123,10 +123,13 @@ class LossSpec(BaseModel):
     def _check_params(self) -> LossSpec:
         params = self.params
         if self.name == AUTO:
-            if params:
+            # Which loss `auto` means depends on the output mode; a parameter is kept when at
+            # least one loss takes it, and given only to a resolved loss that does.
+            known = {p for name in loss_names() for p in loss_parameters(name)}
+            unknown = sorted(set(params) - known)
+            if unknown:
                 raise ValueError(
-                    f"loss {AUTO!r} takes no parameters (got {sorted(params)}); name the loss "
-                    f"to set them, e.g. {{name: kl, temperature: 2}}"
+                    f"loss {AUTO!r}: no loss takes parameter(s) {unknown}; known: {sorted(known)}"
                 )
             return self
         coerced = validate_loss_params(self.name, params)
@@ -138,6 +141,11 @@ class LossSpec(BaseModel):
     def params(self) -> dict[str, Any]:
         """The loss's constructor arguments (everything but ``name``)."""
         return dict(self.model_extra or {})
+
+    def __str__(self) -> str:
+        """``kl``, or ``kl(temperature=2.0)`` with parameters: for logs and reports."""
+        params = ", ".join(f"{k}={v!r}" for k, v in sorted(self.params.items()))
+        return f"{self.name}({params})" if params else self.name
 
     def __eq__(self, other: object) -> bool:
         """Specs compare by name and parameters; a spec without parameters also equals its name
@@ -162,7 +170,7 @@ class LossSpec(BaseModel):
         name = default_loss_for(mode) if self.name == AUTO else self.name
         accepted = loss_parameters(name)
         params = {k: v for k, v in (fallback or {}).items() if k in accepted}
-        params.update(self.params)
+        params.update({k: v for k, v in self.params.items() if k in accepted})
         return LossSpec.of(name, **params)
 
 

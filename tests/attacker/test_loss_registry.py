@@ -80,7 +80,7 @@ def test_spec_accepts_a_name_or_a_mapping(given: Any, name: str, params: Any) ->
         ({"name": "kl", "temperature": "hot"}, "train.loss: .*parameter 'temperature'"),
         ({"name": "topk", "tail": "fat"}, "train.loss: .*parameter 'tail'"),
         ({"name": "hard_ce", "temperature": 2}, "train.loss: .*'hard_ce' has no parameter"),
-        ({"temperature": 2}, "train.loss: .*'auto' takes no parameters"),
+        ({"temprature": 2}, "train.loss: .*'auto': no loss takes parameter.*'temprature'"),
         ({"name": "topk", "tail": "bucket", "temperature": 2}, "train.loss: .*temperature=1"),
     ],
 )
@@ -112,6 +112,13 @@ def test_auto_resolves_per_mode() -> None:
         loss = build_loss_from_spec(spec, mode, true_label_weight=0.0)
         assert type(loss.distill) is get_loss_class(default_loss_for(mode))
         assert loss.true_label is None
+
+
+def test_auto_parameters_go_only_to_the_resolved_loss_that_takes_them() -> None:
+    train = _train({"loss": {"name": "auto", "temperature": 4}})
+    assert train.loss_spec(OutputMode.PROBS) == LossSpec.of("kl", temperature=4.0)
+    assert train.loss_spec(OutputMode.TOPK).params == {"temperature": 4.0}
+    assert train.loss_spec(OutputMode.LABEL) == LossSpec.of("hard_ce")  # takes no temperature
 
 
 def test_deprecated_temperature_goes_only_to_losses_that_take_one() -> None:
@@ -179,3 +186,10 @@ def test_a_spec_without_parameters_equals_its_name() -> None:
     assert LossSpec.model_validate("kl") == "kl"
     assert LossSpec.model_validate({"name": "kl", "temperature": 2}) != "kl"
     assert LossSpec.model_validate("kl") == LossSpec(name="kl")
+
+
+def test_a_spec_prints_as_its_name_and_parameters() -> None:
+    assert str(LossSpec()) == "auto"
+    assert str(LossSpec.model_validate({"name": "topk", "tail": "bucket", "rank_weight": 1})) == (
+        "topk(rank_weight=1.0, tail='bucket')"
+    )
