@@ -11,16 +11,17 @@ keep it in its own virtual environment)::
 For each case (A0/A1/A2 base, A0/A1/A2 stream) it builds the reference ``MovinetClassifier`` with
 random weights (random kernels, BatchNorm statistics, biases and residual scales, so that no
 block is the identity), saves it with ``tf.train.Checkpoint(model=...)`` (the layout of the
-published checkpoints), exports the checkpoint's variables to ``.npz``, converts that with
-``python -m victim_server convert-movinet`` in the project's environment (``--torch-python``,
-default ``.venv/bin/python``), and compares logits on the same random clips: one pass, and for
-stream models also frame by frame through ``forward_stream``. It also counts the reference's
-trainable parameters. Results replace ``bench/results/movinet_equivalence.json`` whole, stamped
-with the git commit.
+published checkpoints), exports the checkpoint's variables to ``.npz``, converts that in the
+project's environment (``--torch-python``, default ``.venv/bin/python``) with the function that
+``python -m victim_server convert-movinet`` runs, and compares logits on the same random clips:
+one pass, and for stream models also frame by frame through ``forward_stream``. It also counts
+the reference's trainable parameters. Results replace ``bench/results/movinet_equivalence.json``
+whole, stamped with the git commit.
 
 ``--export-npz CKPT OUT.npz`` only exports a TF checkpoint (e.g. a published one) to the ``.npz``
 that ``convert-movinet`` reads where TensorFlow is absent. ``--torch-side DIR`` is the half that
-runs in the project's environment; it is called by the main run.
+runs in the project's environment; it is called by the main run. ``--reuse`` keeps the reference
+half of cases already in ``--work`` (same seed and clip sizes) and redoes the rest.
 """
 
 from __future__ import annotations
@@ -128,11 +129,30 @@ def _reference_case(
     }
 
 
-def _count_reference(variant: str, *, stream: bool, num_classes: int) -> int:
-    tf = _tf()
-    model = _build_reference(variant, stream=stream, num_classes=num_classes)
-    model(tf.zeros((1, 1, 32, 32, 3)), training=False)
-    return int(sum(np.prod(v.shape) for v in model.trainable_variables))
+def _reused_case(case: str, work: Path) -> dict[str, Any]:
+    """A case whose reference half a previous run of the same config left in ``work``."""
+    variant, _, kind = case.partition("_")
+    with np.load(work / case / "variables.npz") as archive:
+        names = archive.files
+        trainable = sum(  # every variable but BatchNorm statistics and bookkeeping
+            int(archive[n].size) for n in names if "moving_" not in n and "save_counter" not in n
+        )
+    return {
+        "variant": variant,
+        "stream": kind == "stream",
+        "checkpoint_variables": len(names),
+        "reference_parameters": trainable,
+        "reused_reference_run": True,
+    }
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
 
 
 def _git_commit() -> dict[str, Any]:
@@ -146,9 +166,9 @@ def _git_commit() -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    tf = _tf()
     import official  # noqa: F401  (fails early when tf-models-official is missing)
 
+    stamp = _git_commit()  # the code that runs, taken before the (long) run
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
@@ -157,25 +177,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "odd": (1, args.frames - 1, args.size + 1, args.size + 3, 3),
     }
     clips = {k: rng.uniform(0.0, 1.0, s).astype(np.float32) for k, s in shapes.items()}
+    if args.reuse and (work / "clips.npz").is_file():
+        kept = dict(np.load(work / "clips.npz"))
+        if kept.keys() != clips.keys() or any(not np.array_equal(kept[k], clips[k]) for k in kept):
+            raise SystemExit(
+                f"--reuse: {work}/clips.npz was made with other --seed/--frames/--size"
+            )
     np.savez(work / "clips.npz", **clips)
     cases: dict[str, Any] = {}
     for case in args.cases:
-        print(f"[{case}] reference", flush=True)
-        cases[case] = _reference_case(case, work, clips, args.seed, args.num_classes)
-        variant, _, kind = case.partition("_")
-        started = time.perf_counter()
-        convert = [
-            args.torch_python,
-            "-m",
-            "victim_server",
-            "convert-movinet",
-            str(work / case / "variables.npz"),
-            str(work / case / "converted.safetensors"),
-            "--model",
-            variant,
-        ] + (["--stream"] if kind == "stream" else [])
-        subprocess.run(convert, cwd=ROOT, check=True)
-        cases[case]["convert_seconds"] = round(time.perf_counter() - started, 2)
+        if args.reuse and (work / case / "tf_logits.npz").is_file():
+            print(f"[{case}] reference: reusing {work / case}", flush=True)
+            cases[case] = _reused_case(case, work)
+        else:
+            print(f"[{case}] reference", flush=True)
+            cases[case] = _reference_case(case, work, clips, args.seed, args.num_classes)
+
     print("[torch] comparing", flush=True)
     compare = [args.torch_python, str(Path(__file__).resolve()), "--torch-side", str(work)]
     subprocess.run([*compare, "--cases", *args.cases], cwd=ROOT, check=True)
@@ -183,21 +200,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for case in args.cases:
         cases[case].update(ours[case])
         cases[case]["within_tolerance"] = cases[case]["max_abs_diff"] <= TOLERANCE
-    a2_counts = {
-        "a2_600_classes": _count_reference("a2", stream=False, num_classes=600),
-        "a2_400_classes": _count_reference("a2", stream=False, num_classes=400),
-        "paper_a2": 4_800_000,
-    }
+    a2_counts: dict[str, Any] = {"paper_a2": 4_800_000}
+    if "a2" in cases:
+        built = cases["a2"]["reference_parameters"]
+        a2_counts["reference_a2_600_classes"] = built
+        # the same network with a 400-class head: 200 fewer outputs of the 2048-wide layer
+        a2_counts["reference_a2_400_classes"] = built - 200 * (2048 + 1)
     return {
         "bench": "movinet_equivalence",
-        **_git_commit(),
+        **stamp,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "config": {
             "seed": args.seed,
             "clip_shapes_bthwc": shapes,
             "num_classes": args.num_classes,
             "tolerance_max_abs_logit_diff": TOLERANCE,
-            "tensorflow": tf.__version__,
+            "tensorflow": _version("tensorflow-cpu") or _version("tensorflow"),
+            "tf_models": _version("tf-models-no-deps") or _version("tf-models-official"),
             "python": platform.python_version(),
             "stream_reference_options": STREAM_TF_OPTIONS,
             "weights": "random: He-normal kernels, BN gamma/var U(0.5,1.5), beta/mean/bias "
@@ -219,6 +238,7 @@ def torch_side(work: Path, cases: list[str]) -> None:
 
     from victim_server.models import create_model
     from victim_server.models.movinet import MoViNet
+    from victim_server.models.movinet_convert import convert_checkpoint
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     clips = dict(np.load(work / "clips.npz"))
@@ -226,6 +246,14 @@ def torch_side(work: Path, cases: list[str]) -> None:
     for case in cases:
         variant, _, kind = case.partition("_")
         arch = f"movinet_{variant}_stream" if kind == "stream" else f"movinet_{variant}"
+        started = time.perf_counter()  # what `python -m victim_server convert-movinet` runs
+        convert_checkpoint(
+            work / case / "variables.npz",
+            work / case / "converted.safetensors",
+            variant=variant,
+            stream=kind == "stream",
+        )
+        convert_seconds = time.perf_counter() - started
         model = create_model(arch, weights=work / case / "converted.safetensors")
         assert isinstance(model, MoViNet)
         reference = dict(np.load(work / case / "tf_logits.npz"))
@@ -248,6 +276,7 @@ def torch_side(work: Path, cases: list[str]) -> None:
             "max_abs_reference_logit": scale,
             "top1_agrees": agree,
             "parameters": int(sum(p.numel() for p in model.parameters())),
+            "convert_seconds": round(convert_seconds, 2),
         }
         if stream_diffs:
             out[case]["frame_by_frame_max_abs_diff"] = max(stream_diffs)
@@ -265,6 +294,11 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/movinet_equivalence")
     parser.add_argument("--torch-python", default=str(ROOT / ".venv" / "bin" / "python"))
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="reuse the reference half (checkpoint, TF logits) of cases already in --work",
+    )
     parser.add_argument("--torch-side", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--export-npz", nargs=2, metavar=("CKPT", "OUT_NPZ"), default=None)
     args = parser.parse_args()
