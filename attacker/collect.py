@@ -2,9 +2,13 @@
 cache -> transfer set.
 
 Chunks of clips go out concurrently but land in the transfer set in query order, so a prefix of
-the transfer set is what a smaller budget would have bought. The budget is counted locally
-before each request is sent, so the run never asks for one query more than it may; the victim's
-own accounting (``/v1/budget``) bounds it from the other side.
+the transfer set is what a smaller budget would have bought (unless the victim stopped answering
+mid-run: then every answer that was paid is still written, with the unanswered clips left out).
+``paid`` counts the queries the victim charged during this run: an answer the victim replays
+on a first attempt was charged by an earlier run and is counted under ``extra["replayed"]``.
+
+The budget is counted locally before each request is sent, so the run never asks for one query
+more than it may; the victim's own accounting (``/v1/budget``) bounds it from the other side.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ class CollectStats:
     cache_hits: int = 0
     requests: int = 0
     retries: int = 0
-    stopped_by: str = "target"  # target | budget | source | victim-exhausted
+    # target | budget | source | victim-exhausted | blocked | throttled | victim-unavailable
+    stopped_by: str = "target"
     seconds: float = 0.0  # wall time of the query phase
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -127,7 +132,7 @@ class Collector:
         self.stats = CollectStats()
         self._reserved = 0  # queries committed to requests, counted before sending
         self._victim_exhausted = False
-        self._gap = False  # a chunk came back incomplete: later records would not be a prefix
+        self._paying: set[asyncio.Task[_Chunk]] = set()  # requests not answered yet
 
     async def run(self, source: Iterator[QueryClip]) -> CollectStats:
         in_flight: asyncio.Queue[asyncio.Task[_Chunk] | None] = asyncio.Queue(self.concurrency)
@@ -160,7 +165,13 @@ class Collector:
                 hashes = batch_hashes(np.stack([q.clip for q in queries]))
                 answers = await self.cache.get_many(hashes)
                 misses = [i for i, a in enumerate(answers) if a is None]
+                if len(misses) > self.allowance - self._reserved and self._paying:
+                    # Requests in flight may hand their reservation back (answers the victim
+                    # had charged in an earlier run): count them before cutting the budget.
+                    await asyncio.wait(set(self._paying))
                 affordable = self.allowance - self._reserved
+                if self._victim_exhausted:
+                    break
                 if len(misses) > affordable:
                     # Keep the chunk's prefix that the remaining budget can pay for.
                     cut = misses[affordable] if affordable >= 0 else 0
@@ -170,7 +181,10 @@ class Collector:
                 self._reserved += len(misses)
                 if queries:
                     chunk = _Chunk(queries, hashes, answers)
-                    await out.put(asyncio.create_task(self._pay(chunk, misses)))
+                    task = asyncio.create_task(self._pay(chunk, misses))
+                    self._paying.add(task)
+                    task.add_done_callback(self._paying.discard)
+                    await out.put(task)
                     planned += len(queries)
                 if self.stats.stopped_by == "budget":
                     break
@@ -183,7 +197,7 @@ class Collector:
         clips = np.stack([chunk.queries[i].clip for i in misses])
         key = request_idempotency_key(self.cache.identity, [chunk.hashes[i] for i in misses])
         try:
-            response = await self.client.classify(clips, idempotency_key=key)
+            answered = await self.client.classify_answer(clips, idempotency_key=key)
         except BudgetExhausted:
             self._victim_exhausted = True
             self.stats.stopped_by = "victim-exhausted"
@@ -194,12 +208,26 @@ class Collector:
             self.stats.stopped_by = "blocked"
             self.stats.extra.setdefault("blocked_after_paid", self.stats.paid)
             return chunk
-        except RetriesExhausted:
+        except RetriesExhausted as exc:
+            # The retry window ran out: the victim stayed down (or kept throttling). What was
+            # paid so far is kept; a rerun gets this request's answer replayed, uncharged.
             self._victim_exhausted = True
-            self.stats.stopped_by = "throttled"
+            self.stats.stopped_by = "throttled" if exc.throttled else "victim-unavailable"
+            self.stats.extra["last_failure"] = str(exc)
+            # Sent but never answered: the victim may have charged these; a rerun gets them
+            # replayed without a second charge.
+            unanswered = self.stats.extra.get("unanswered", 0) + len(misses)
+            self.stats.extra["unanswered"] = unanswered
             return chunk
+        response = answered.response
         self.stats.requests += 1
-        self.stats.paid += len(misses)
+        if answered.charged_earlier:
+            # Charged in an earlier run whose answer never reached the cache: not paid now,
+            # and the reservation goes back to the allowance.
+            self._reserved -= len(misses)
+            self.stats.extra["replayed"] = self.stats.extra.get("replayed", 0) + len(misses)
+        else:
+            self.stats.paid += len(misses)
         paid = {
             chunk.hashes[i]: r.model_dump(exclude_none=True)
             for i, r in zip(misses, response.results, strict=True)
@@ -214,9 +242,8 @@ class Collector:
         rows = zip(chunk.queries, chunk.hashes, chunk.answers, strict=True)
         written: list[QueryClip] = []
         for row, (query, clip_hash, answer) in enumerate(rows):
-            if answer is None or self._gap:  # the victim stopped answering mid-run
-                self._gap = True
-                break
+            if answer is None:  # the victim stopped answering: keep every answer that was paid
+                continue
             written.append(query)
             self.writer.append(
                 query.clip,
@@ -229,6 +256,6 @@ class Collector:
             self.stats.clips += 1
             self.stats.cache_hits += row not in chunk.paid_rows
         if self.observer is not None and written:
-            self.observer(written, [a for a in chunk.answers[: len(written)] if a is not None])
+            self.observer(written, [a for a in chunk.answers if a is not None])
         if self.progress is not None:
             self.progress(self.stats)

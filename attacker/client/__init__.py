@@ -9,9 +9,10 @@ from attacker.client.errors import (
     VictimError,
 )
 from attacker.client.identity import answer_identity
-from attacker.client.victim import RetryPolicy, VictimClient, parse_retry_after
+from attacker.client.victim import Answered, RetryPolicy, VictimClient, parse_retry_after
 
 __all__ = [
+    "Answered",
     "AttackerError",
     "Blocked",
     "BudgetExhausted",

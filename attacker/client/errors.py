@@ -5,11 +5,12 @@ AttackerError
 ├── Blocked           403: the key is revoked or blocked by detection (not retried)
 ├── VictimError       any other refusal; carries the victim's problem+json
 └── RetriesExhausted  429 throttled / 503 / 409 / timeouts kept failing past the retry policy
+                      (``throttled`` says whether the last failure was detection throttling)
 """
 
 from __future__ import annotations
 
-from shared.problems import Problem
+from shared.problems import Problem, ProblemType
 
 
 class AttackerError(Exception):
@@ -33,4 +34,15 @@ class Blocked(VictimError):
 
 
 class RetriesExhausted(AttackerError):
-    pass
+    """``status`` and ``kind``: the last failure (None for a connection error or timeout)."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, kind: ProblemType | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+
+    @property
+    def throttled(self) -> bool:
+        return self.kind is ProblemType.DETECTION_THROTTLED

@@ -33,6 +33,8 @@ async def _collect(
     source: dict[str, Any] | None = None,
     batch: int = 16,
     sleeps: list[float] | None = None,
+    retry: RetryPolicy | None = None,
+    concurrency: int = 3,
 ) -> tuple[Any, TransferSet]:
     async def no_sleep(seconds: float) -> None:
         if sleeps is not None:
@@ -43,7 +45,7 @@ async def _collect(
         api_key,
         transport=transport,
         sleep=no_sleep,
-        retry=RetryPolicy(max_attempts=6),
+        retry=retry or RetryPolicy(max_attempts=6),
     ) as client:
         info = await client.model_info()
         identity = answer_identity("http://victim", info)
@@ -61,7 +63,7 @@ async def _collect(
                 target_clips=target,
                 paid_allowance=target if allowance is None else allowance,
                 batch_clips=batch,
-                concurrency=3,
+                concurrency=concurrency,
             )
             config = source or {"kind": "noise"}
             stats = await collector.run(iter(build_source(config, shape=SHAPE, seed=0)))
@@ -191,6 +193,87 @@ async def test_overload_and_throttling_are_retried_without_overspending(
     assert len(transfer) == 48 and stats.paid == 48
     assert len(sleeps) == 3 and all(s >= 2.0 for s in sleeps)
     assert (await budget_of(victim_app, key["api_key"]))["spent"] == 48
+
+
+class _Restarting(httpx.AsyncBaseTransport):
+    """The victim dies while answering classify call ``crash_at`` (it was charged and answered,
+    the answer never arrives), then refuses ``down_for`` connections, then serves again."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, *, crash_at: int, down_for: int) -> None:
+        self.inner = inner
+        self.crash_at = crash_at
+        self.down_for = down_for
+        self.classify_calls = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.classify_calls >= self.crash_at and self.down_for > 0:
+            self.down_for -= 1
+            raise httpx.ConnectError("connection refused")
+        if request.url.path == "/v1/classify":
+            self.classify_calls += 1
+            if self.classify_calls == self.crash_at:
+                response = await self.inner.handle_async_request(request)
+                await response.aread()
+                raise httpx.RemoteProtocolError("server disconnected without a response")
+        return await self.inner.handle_async_request(request)
+
+
+async def test_a_victim_restart_mid_run_is_waited_out_and_every_paid_answer_kept(
+    victim_transport: httpx.ASGITransport,
+    victim_app: httpx.AsyncClient,
+    redis_client: aioredis.Redis,
+    tmp_path: Path,
+) -> None:
+    """Issue 13.3: more refused connections than max_attempts; the run still finishes its
+    budget, paid = charged = answers in the transfer set."""
+    key = await create_key(victim_app, budget=64)
+    restarting = _Restarting(victim_transport, crash_at=2, down_for=12)
+    stats, transfer = await _collect(
+        restarting,
+        redis_client,
+        key["api_key"],
+        tmp_path,
+        target=64,
+        retry=RetryPolicy(max_attempts=6, retry_window_s=600),
+    )
+    assert restarting.down_for == 0  # the outage happened
+    assert stats.stopped_by == "target"
+    assert (await budget_of(victim_app, key["api_key"]))["spent"] == 64
+    assert stats.paid == 64 and len(transfer) == 64 and stats.clips == 64
+
+
+async def test_a_rerun_does_not_count_answers_charged_by_the_first_run_and_finishes(
+    victim_transport: httpx.ASGITransport,
+    victim_app: httpx.AsyncClient,
+    redis_client: aioredis.Redis,
+    tmp_path: Path,
+) -> None:
+    key = await create_key(victim_app, budget=64)
+    dying = _Restarting(victim_transport, crash_at=2, down_for=10**6)  # never comes back
+    first, first_set = await _collect(
+        dying,
+        redis_client,
+        key["api_key"],
+        tmp_path / "a",
+        target=64,
+        retry=RetryPolicy(max_attempts=2, retry_window_s=0),
+        concurrency=1,
+    )
+    assert first.stopped_by == "victim-unavailable"  # not 'throttled'
+    spent_first = (await budget_of(victim_app, key["api_key"]))["spent"]
+    assert spent_first == 32 and first.paid == 16 and len(first_set) == 16
+    second, second_set = await _collect(
+        victim_transport,
+        redis_client,
+        key["api_key"],
+        tmp_path / "b",
+        target=64,
+        allowance=64 - spent_first,
+    )
+    spent = (await budget_of(victim_app, key["api_key"]))["spent"]
+    assert spent == 64 and second.paid == spent - spent_first == 32
+    assert second.extra["replayed"] == 16 and second.cache_hits == 16
+    assert second.stopped_by == "target" and len(second_set) == 64
 
 
 def _video_folder(root: Path) -> Path:

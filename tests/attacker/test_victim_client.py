@@ -53,7 +53,9 @@ class _Script:
         return answer
 
 
-def _client(script: _Script, sleeps: list[float], attempts: int = 5) -> VictimClient:
+def _client(
+    script: _Script, sleeps: list[float], attempts: int = 5, window_s: float = 0.0
+) -> VictimClient:
     async def fake_sleep(seconds: float) -> None:
         sleeps.append(seconds)
 
@@ -61,7 +63,9 @@ def _client(script: _Script, sleeps: list[float], attempts: int = 5) -> VictimCl
         "http://victim",
         "vsk_a_b",
         transport=httpx.MockTransport(script),
-        retry=RetryPolicy(max_attempts=attempts, base_delay_s=0.1, jitter=0.0),
+        retry=RetryPolicy(
+            max_attempts=attempts, base_delay_s=0.1, jitter=0.0, retry_window_s=window_s
+        ),
         sleep=fake_sleep,
     )
 
@@ -101,9 +105,51 @@ async def test_retries_run_out() -> None:
     sleeps: list[float] = []
     script = _Script([httpx.ReadTimeout("slow")] * 3)
     async with _client(script, sleeps, attempts=3) as client:
-        with pytest.raises(RetriesExhausted, match="3 times"):
+        with pytest.raises(RetriesExhausted, match="3 times") as caught:
             await client.budget()
-    assert len(sleeps) == 3
+    assert len(sleeps) == 2  # no wait after the last attempt
+    assert not caught.value.throttled
+
+
+async def test_a_victim_restart_is_waited_out_past_max_attempts() -> None:
+    """Issue 13.3: refused connections, then 409 in-progress answers, for longer than
+    max_attempts tries; the time window keeps the call alive and the answer arrives."""
+    down: list[httpx.Response | Exception] = [httpx.ConnectError("refused")] * 10
+    in_progress = [_problem(ProblemType.CONFLICT, {"Retry-After": "1"})] * 6
+    script = _Script([*down, *in_progress, httpx.Response(200, json=OK_BODY)])
+    sleeps: list[float] = []
+    async with _client(script, sleeps, attempts=3, window_s=600) as client:
+        answered = await client.classify_answer(
+            np.zeros((1, 2, 4, 4, 3), np.uint8), idempotency_key="K"
+        )
+    assert answered.attempts == 17 and not answered.charged_earlier
+    assert len(script.requests) == 17 and script.answers == []
+    assert {r.headers["Idempotency-Key"] for r in script.requests} == {"K"}
+
+
+async def test_the_retry_window_is_bounded_and_says_why_it_gave_up() -> None:
+    throttled = [_problem(ProblemType.DETECTION_THROTTLED, {"Retry-After": "30"})] * 50
+    sleeps: list[float] = []
+    async with _client(_Script(throttled), sleeps, attempts=2, window_s=100) as client:
+        with pytest.raises(RetriesExhausted) as caught:
+            await client.classify(np.zeros((1, 2, 4, 4, 3), np.uint8), idempotency_key="K")
+    assert caught.value.throttled and caught.value.status == 429
+    assert 100 <= sum(sleeps) < 140  # waited out the window, then stopped
+
+
+async def test_a_replay_on_the_first_attempt_was_charged_earlier() -> None:
+    replayed = {**OK_BODY, "replayed": True}
+    sleeps: list[float] = []
+    async with _client(_Script([httpx.Response(200, json=replayed)]), sleeps) as client:
+        first = await client.classify_answer(
+            np.zeros((1, 2, 4, 4, 3), np.uint8), idempotency_key="K"
+        )
+    script = _Script([httpx.ReadError("lost"), httpx.Response(200, json=replayed)])
+    async with _client(script, sleeps, window_s=60) as client:
+        retried = await client.classify_answer(
+            np.zeros((1, 2, 4, 4, 3), np.uint8), idempotency_key="K"
+        )
+    assert first.charged_earlier and not retried.charged_earlier
 
 
 def test_retry_after_parsing() -> None:
