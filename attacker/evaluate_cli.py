@@ -8,12 +8,11 @@ from typing import Any
 import numpy as np
 import redis.asyncio as aioredis
 
-from attacker.client import MemoryCache, ResponseCache, VictimClient
+from attacker.client import MemoryCache, ResponseCache, VictimClient, answer_identity
 from attacker.collect import Collector, MemorySink
 from attacker.eval.fidelity import EvalSet, fidelity_of, student_logits
 from attacker.sources import QueryClip
 from attacker.students import load_exported_student
-from shared.hashing import victim_identity
 
 
 def load_labelled_npz(path: Path, n: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -62,7 +61,7 @@ async def _victim_answers(
     try:
         async with VictimClient(url, api_key) as client:
             info = await client.model_info()
-            identity = victim_identity(url, info.model, info.output.value, info.top_k)
+            identity = answer_identity(url, info)
             cache = ResponseCache(store, identity) if store is not None else MemoryCache(identity)
             remaining = (await client.budget()).remaining
             sink = MemorySink()

@@ -24,6 +24,7 @@ from attacker.sources import ClipShape, SourceConfig, build_source
 from attacker.stealth import StealthShaper
 from shared.detection import NaturalnessEmbedding
 from shared.schemas import ModelInfo
+from shared.urls import redact_url
 
 __all__ = [
     "LabelledEvalSet",
@@ -60,7 +61,7 @@ async def collect_transfer_set(
     identity = answer_identity(client.base_url, info)
     manifest = TransferManifest(
         victim={
-            "url": client.base_url,
+            "url": redact_url(client.base_url),
             "model": info.model,
             "identity": identity,
             "top_k": info.top_k,

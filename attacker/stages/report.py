@@ -13,6 +13,7 @@ from attacker.eval.report import write_report
 from attacker.stages.collect import LabelledEvalSet
 from attacker.train.loop import TrainResult
 from shared.schemas import ModelInfo
+from shared.urls import redact_url
 
 __all__ = ["build_report", "detection_summary", "point_entry", "write_run_report"]
 
@@ -40,6 +41,10 @@ def detection_summary(collect: CollectStats) -> str | None:
         )
     elif collect.stopped_by == "throttled":
         parts.append(f"throttled by the victim after {collect.paid} paid queries")
+    elif collect.stopped_by == "victim-unavailable":
+        parts.append(
+            f"the victim stayed unavailable past the retry window after {collect.paid} paid queries"
+        )
     stealth = collect.extra.get("stealth")
     if stealth:
         min_w = stealth["local_min_w"]
@@ -67,7 +72,7 @@ def build_report(
     return {
         "name": config.name,
         "victim": {
-            "url": config.victim.url,
+            "url": redact_url(config.victim.url),
             "model": info.model,
             "output": info.output.value,
             "top_k": info.top_k,

@@ -109,7 +109,9 @@ def _npy_of(array: np.ndarray) -> bytes:
 def _bad_bodies() -> list[tuple[str, bytes, dict[str, str], int, str]]:
     good = encode_npy(clips(1))
     raw, _ = encode_raw(clips(1))
-    bomb = compress(b"\0" * (70 * 1024 * 1024), "gzip")
+    # A valid .npy of 1,400 clips (69 MB) that compresses to almost nothing.
+    bomb_npy = encode_npy(np.zeros((1400, 16, 32, 32, 3), np.uint8))
+    bomb = compress(bomb_npy, "gzip")
     return [
         (
             "wrong dtype",
@@ -172,6 +174,13 @@ def _bad_bodies() -> list[tuple[str, bytes, dict[str, str], int, str]]:
             "unsupported-media-type",
         ),
         (
+            "gzip of something that is not a .npy",
+            compress(b"\0" * (70 * 1024 * 1024), "gzip"),
+            {"Content-Type": NPY_CONTENT_TYPE, "Content-Encoding": "gzip"},
+            400,
+            "bad-clip",
+        ),
+        (
             "gzip bomb",
             bomb,
             {"Content-Type": NPY_CONTENT_TYPE, "Content-Encoding": "gzip"},
@@ -180,7 +189,7 @@ def _bad_bodies() -> list[tuple[str, bytes, dict[str, str], int, str]]:
         ),
         (
             "zstd bomb",
-            compress(b"\0" * (70 * 1024 * 1024), "zstd"),
+            compress(bomb_npy, "zstd"),
             {"Content-Type": NPY_CONTENT_TYPE, "Content-Encoding": "zstd"},
             413,
             "payload-too-large",
