@@ -30,6 +30,10 @@ from attacker.train.loop import TrainResult
 from shared.schemas import OutputMode
 
 
+#: The labelled evaluation clips, kept in the run directory for ``prune`` and ``transfer``.
+EVAL_SET_FILE = "eval_set.npz"
+
+
 @dataclass(frozen=True)
 class RunHooks:
     """Optional observers (metrics exporter, tests)."""
@@ -89,6 +93,7 @@ async def run_attack(
             collect.retries = retries.count
             _phase(hooks, "eval-set")
             eval_set = await label_eval_set(config, store, transport=transport)
+            eval_set.clips.save(run_dir / EVAL_SET_FILE)
     finally:
         if redis is None:
             await store.aclose()

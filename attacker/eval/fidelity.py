@@ -4,6 +4,7 @@ clips; accuracy on true labels where they are known."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,6 +21,30 @@ class EvalSet:
 
     def __len__(self) -> int:
         return int(self.clips.shape[0])
+
+    def save(self, path: Path) -> Path:
+        """Write the labelled clips as ``.npz`` (no pickled objects), so later commands
+        (``prune``, ``transfer``) measure agreement on the same clips without paying again."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as handle:
+            np.savez_compressed(
+                handle,
+                clips=self.clips,
+                victim_top1=self.victim_top1,
+                true_labels=self.true_labels,
+            )
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> EvalSet:
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                clips, top1, labels = data["clips"], data["victim_top1"], data["true_labels"]
+        except (OSError, KeyError, ValueError) as exc:
+            raise ValueError(f"{path} is not an evaluation set: {exc}") from None
+        if clips.dtype != np.uint8 or clips.ndim != 5 or len(top1) != len(clips):
+            raise ValueError(f"{path} is not an evaluation set: bad shapes or dtype")
+        return cls(clips, top1.astype(np.int64), labels.astype(np.int64))
 
 
 @dataclass(frozen=True)
