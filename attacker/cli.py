@@ -133,3 +133,59 @@ def eval_command(
         _fail(str(exc))
         return
     typer.echo(json.dumps(result))
+
+
+@app.command("transfer")
+def transfer_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory with an exported student.")],
+    eps: Annotated[
+        list[float] | None,
+        typer.Option("--eps", help="L-inf radius in pixel units of 0..255 (8 = 8/255); repeat."),
+    ] = None,
+    steps: Annotated[int, typer.Option(help="PGD steps.")] = 10,
+    step_size: Annotated[
+        float | None, typer.Option(help="PGD step in pixel units (default 2.5 * eps / steps).")
+    ] = None,
+    perturbation: Annotated[
+        str, typer.Option(help="'per-frame' (one per frame) or 'shared' (one for all frames).")
+    ] = "per-frame",
+    n: Annotated[int, typer.Option(help="Starting clips (held-out SynthActions).")] = 200,
+    source_seed: Annotated[
+        int, typer.Option(help="SynthActions seed of the starting clips.")
+    ] = 515151,
+    seed: Annotated[int, typer.Option(help="Seed of the noise control and random start.")] = 0,
+    random_start: Annotated[bool, typer.Option(help="Start PGD at a random point.")] = False,
+    victim_url: Annotated[str | None, typer.Option(help="Victim (default: the run's).")] = None,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="VIDSTEAL_API_KEY", help="Key paying for the queries.")
+    ] = None,
+    redis_url: Annotated[str | None, typer.Option(help="Answer cache (default: the run's).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Default RUN_DIR/transfer_attack.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Craft PGD clips on the run's clone, send them to the victim (paid, cached) and report
+    the transfer success rate next to a random-sign-noise control of the same L-inf norm."""
+    from attacker.adversarial.command import TransferRequest, run_transfer_command
+    from attacker.client import AttackerError
+
+    try:
+        request = TransferRequest.build(
+            run_dir,
+            eps=eps or [2.0, 4.0, 8.0],
+            steps=steps,
+            step_size=step_size,
+            perturbation=perturbation,
+            n=n,
+            source_seed=source_seed,
+            seed=seed,
+            random_start=random_start,
+            victim_url=victim_url,
+            api_key=api_key,
+            redis_url=redis_url,
+            out=out,
+        )
+        summary = asyncio.run(run_transfer_command(request, show_progress=not quiet))
+    except (AttackerError, OSError, ValueError) as exc:
+        _fail(str(exc))
+        return
+    typer.echo(json.dumps(summary))
