@@ -135,6 +135,46 @@ def eval_command(
     typer.echo(json.dumps(result))
 
 
+@app.command("prune")
+def prune_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (transfer set, eval set).")],
+    rounds: Annotated[int, typer.Option(help="Pruning rounds after the dense round 0.")] = 8,
+    rate: Annotated[
+        float, typer.Option(help="Fraction of surviving weights pruned per round.")
+    ] = 0.2,
+    rewind_step: Annotated[
+        int, typer.Option(help="Rewind to the weights after this many steps of round 0 (0: start).")
+    ] = 20,
+    epochs: Annotated[float, typer.Option(help="Passes over the transfer set per round.")] = 2.0,
+    start: Annotated[
+        str, typer.Option(help="'student' (the run's clone) or 'init' (its random init).")
+    ] = "student",
+    lr: Annotated[float | None, typer.Option(help="Learning rate (default: the run's).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Data-order seed (default: the run's).")] = None,
+    threads: Annotated[int, typer.Option(help="Torch threads (0: the run's setting).")] = 0,
+    quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
+) -> None:
+    """Lottery-ticket pruning: iterative global magnitude pruning with weight rewinding on the
+    run's transfer set; writes RUN_DIR/prune/ (prune.json, prune.md, prune.png, student/)."""
+    from attacker.prune import PruneInputError, PruneSettings, prune_run
+
+    try:
+        settings = PruneSettings(
+            rounds=rounds,
+            rate=rate,
+            rewind_step=rewind_step,
+            epochs=epochs,
+            start=start,  # type: ignore[arg-type]  # checked by PruneSettings
+            lr=lr,
+            seed=seed,
+        )
+        report = prune_run(run_dir, settings, threads=threads, show_progress=not quiet)
+    except (PruneInputError, OSError, ValueError) as exc:
+        _fail(str(exc))
+        return
+    typer.echo(json.dumps({"report": report["paths"]["markdown"], **report["summary"]}))
+
+
 @app.command("transfer")
 def transfer_command(
     run_dir: Annotated[Path, typer.Argument(help="A run directory with an exported student.")],
