@@ -187,8 +187,9 @@ def transfer_command(
         float | None, typer.Option(help="PGD step in pixel units (default 2.5 * eps / steps).")
     ] = None,
     perturbation: Annotated[
-        str, typer.Option(help="'per-frame' (one per frame) or 'shared' (one for all frames).")
-    ] = "per-frame",
+        list[str] | None,
+        typer.Option(help="'per-frame' (one per frame) or 'shared' (one for all); repeat."),
+    ] = None,
     n: Annotated[int, typer.Option(help="Starting clips (held-out SynthActions).")] = 200,
     source_seed: Annotated[
         int, typer.Option(help="SynthActions seed of the starting clips.")
@@ -199,7 +200,9 @@ def transfer_command(
     api_key: Annotated[
         str | None, typer.Option(envvar="VIDSTEAL_API_KEY", help="Key paying for the queries.")
     ] = None,
-    redis_url: Annotated[str | None, typer.Option(help="Answer cache (default: the run's).")] = None,
+    redis_url: Annotated[
+        str | None, typer.Option(help="Answer cache (default: the run's).")
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Default RUN_DIR/transfer_attack.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
@@ -214,7 +217,7 @@ def transfer_command(
             eps=eps or [2.0, 4.0, 8.0],
             steps=steps,
             step_size=step_size,
-            perturbation=perturbation,
+            perturbations=perturbation or ["per-frame"],
             n=n,
             source_seed=source_seed,
             seed=seed,
