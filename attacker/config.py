@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from attacker.active.config import SelectConfig
+from attacker.datafree.config import DataFreeSection
 from attacker.sources import SourceConfig
 from attacker.train.losses import LossSpec
 from shared.schemas import OutputMode
@@ -38,6 +40,34 @@ class QueryConfig(_Strict):
     batch_clips: Annotated[int, Field(ge=1, le=256)] = 32
     concurrency: Annotated[int, Field(ge=1, le=64)] = 4
     max_attempts: Annotated[int, Field(ge=1)] = 8
+    # Data-free attack (attacker.datafree): a generator makes every clip; no source is read.
+    datafree: DataFreeSection | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _datafree_has_no_source(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("datafree") is not None:
+            if data.get("source") is not None:
+                raise ValueError(
+                    "query.datafree generates every clip itself: remove query.source"
+                )
+            # Never built: a data-free run reads no source (the report names it "datafree").
+            data = {**data, "source": {"kind": "noise"}}
+        return data
+    # Active selection (attacker.active): pay only for the clips a strategy picks from a larger
+    # locally drawn pool, in rounds, retraining between rounds. None: the source's stream as is.
+    select: SelectConfig | None = None
+
+    @model_validator(mode="after")
+    def _bandit_needs_parts(self) -> QueryConfig:
+        if self.select is not None and self.select.strategy == "bandit":
+            parts = getattr(self.source, "parts", ())
+            if self.source.kind != "mix" or len(parts) < 2:
+                raise ValueError(
+                    "select.strategy bandit chooses between the parts of a mix source: "
+                    "give query.source as {kind: mix, parts: [...]} with at least two parts"
+                )
+        return self
 
 
 class StudentSection(_Strict):
@@ -139,6 +169,25 @@ class AttackConfig(_Strict):
     eval: EvalSection = Field(default_factory=EvalSection)
     stealth: StealthSection = Field(default_factory=StealthSection)
     metrics_port: int | None = None
+
+    @model_validator(mode="after")
+    def _datafree_needs_eval_source(self) -> AttackConfig:
+        if self.query.datafree is not None:
+            if self.eval.source is None:
+                raise ValueError(
+                    "query.datafree has no query source to hold clips out from: set eval.source"
+                )
+            if self.stealth.enabled:
+                raise ValueError("query.datafree and stealth both decide what is sent: pick one")
+        return self
+
+    @model_validator(mode="after")
+    def _one_stream_shaper(self) -> AttackConfig:
+        if self.stealth.enabled and self.query.select is not None:
+            raise ValueError(
+                "query.select and stealth both decide what is sent next; enable one of them"
+            )
+        return self
 
 
 class ConfigError(ValueError):

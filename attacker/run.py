@@ -22,13 +22,13 @@ from attacker.config import AttackConfig
 from attacker.data import TransferSet
 from attacker.eval.fidelity import evaluate
 from attacker.provenance import write_provenance
-from attacker.stages.collect import collect_transfer_set, label_eval_set
+from attacker.stages.collect import LabelledEvalSet, collect_transfer_set, label_eval_set
 from attacker.stages.report import build_report, point_entry, write_run_report
+from attacker.stages.rounds import collect_and_train_in_rounds
 from attacker.stages.train import train_over_points
 from attacker.students import StudentModel, export_student
 from attacker.train.loop import TrainResult
 from shared.schemas import OutputMode
-
 
 #: The labelled evaluation clips, kept in the run directory for ``prune`` and ``transfer``.
 EVAL_SET_FILE = "eval_set.npz"
@@ -69,6 +69,18 @@ async def run_attack(
     provenance = write_provenance(run_dir, config)
     store = redis or aioredis.Redis.from_url(config.redis_url, decode_responses=True)
     retries = _RetryCounter(hooks.on_retry)
+    points: list[dict[str, Any]] = []
+    eval_set: LabelledEvalSet | None = None
+
+    def evaluate_point(queries: int, student: StudentModel, trained: TrainResult) -> None:
+        assert eval_set is not None
+        _phase(hooks, f"evaluate@{queries}")
+        fidelity = evaluate(student, eval_set.clips)
+        if hooks.on_fidelity is not None:
+            hooks.on_fidelity(queries, fidelity.top1_agreement)
+        points.append(point_entry(queries, fidelity, trained))
+
+    selected: StudentModel | None = None
     try:
         async with VictimClient(
             config.victim.url,
@@ -80,42 +92,50 @@ async def run_attack(
             on_retry=retries,
             seed=config.seed,
         ) as client:
-            _phase(hooks, "collect")
             info = await client.model_info()
-            collect = await collect_transfer_set(
-                config,
-                client,
-                info,
-                store,
-                on_progress=hooks.on_collect,
-                show_progress=show_progress,
-            )
-            collect.retries = retries.count
+            if config.query.select is None:
+                _phase(hooks, "collect")
+                collect = await collect_transfer_set(
+                    config,
+                    client,
+                    info,
+                    store,
+                    on_progress=hooks.on_collect,
+                    show_progress=show_progress,
+                )
             _phase(hooks, "eval-set")
             eval_set = await label_eval_set(config, store, transport=transport)
             eval_set.clips.save(run_dir / EVAL_SET_FILE)
+            if config.query.select is not None:
+                # Active selection needs the student between rounds: collect and train together.
+                _phase(hooks, "collect+train")
+                collect, selected = await collect_and_train_in_rounds(
+                    config,
+                    client,
+                    info,
+                    store,
+                    on_point=evaluate_point,
+                    on_progress=hooks.on_collect,
+                    checkpoints=run_dir / "checkpoints",
+                    show_progress=show_progress,
+                )
+            collect.retries = retries.count
     finally:
         if redis is None:
             await store.aclose()
 
     transfer = TransferSet(run_dir / "transfer")
-    points: list[dict[str, Any]] = []
-
-    def evaluate_point(queries: int, student: StudentModel, trained: TrainResult) -> None:
-        _phase(hooks, f"evaluate@{queries}")
-        fidelity = evaluate(student, eval_set.clips)
-        if hooks.on_fidelity is not None:
-            hooks.on_fidelity(queries, fidelity.top1_agreement)
-        points.append(point_entry(queries, fidelity, trained))
-
-    _phase(hooks, "train")
-    student = train_over_points(
-        config,
-        transfer,
-        on_point=evaluate_point,
-        checkpoints=run_dir / "checkpoints",
-        show_progress=show_progress,
-    )
+    if selected is not None:
+        student = selected
+    else:
+        _phase(hooks, "train")
+        student = train_over_points(
+            config,
+            transfer,
+            on_point=evaluate_point,
+            checkpoints=run_dir / "checkpoints",
+            show_progress=show_progress,
+        )
     export_dir = export_student(student, run_dir / "student").parent
     _phase(hooks, "report")
     mode = OutputMode(transfer.manifest.output)

@@ -94,6 +94,33 @@ ATTACKS: dict[str, dict[str, Any]] = {
         "train": SOFT_LOSS,
     },
 }
+# Active selection (attacker.active): rounds of ACTIVE_ROUND paid clips, so the round ends fall on
+# the budget points above; each round after the first pays for 1 in `pool_factor` candidates.
+ACTIVE_ROUND = 1250
+ACTIVE_STRATEGIES = ("random", "entropy", "margin", "coreset")
+for _strategy in ACTIVE_STRATEGIES:
+    ATTACKS[f"active-{_strategy}"] = {
+        "output": "probs",
+        "budget": 10000,
+        "source": LAYERED,
+        "train": SOFT_LOSS,
+        "select": {"strategy": _strategy, "pool_factor": 8},
+    }
+# KnockoffNets-style bandit over source kinds (its arms: the parts of a mix, equal weights).
+ATTACKS["active-bandit"] = {
+    "output": "probs",
+    "budget": 10000,
+    "source": {
+        "kind": "mix",
+        "parts": [
+            {"source": {"kind": "noise"}, "weight": 1},
+            {"source": {"kind": "stacked_affine"}, "weight": 1},
+            {"source": LAYERED, "weight": 1},
+        ],
+    },
+    "train": SOFT_LOSS,
+    "select": {"strategy": "bandit"},
+}
 DEFAULT_ATTACKS = [
     "probs-stacked-affine",
     "topk5-stacked-affine",
@@ -128,6 +155,9 @@ def attack_config(
     """The attacker config of one (attack, seed) job, as YAML would hold it."""
     budget = max(100, round(spec["budget"] * scale))
     points = [p / spec["budget"] for p in POINTS if p <= spec["budget"]]
+    query: dict[str, Any] = {"source": spec["source"], "batch_clips": 32, "concurrency": 4}
+    if "select" in spec:
+        query["select"] = {**spec["select"], "rounds": max(1, round(budget / ACTIVE_ROUND))}
     return {
         "name": f"{name}-seed{seed}",
         "victim": {"url": url, "api_key": key, "eval_api_key": eval_key},
@@ -135,7 +165,7 @@ def attack_config(
         "seed": seed,
         "redis_url": redis_url,
         "out": str(out / f"{name}-seed{seed}"),
-        "query": {"source": spec["source"], "batch_clips": 32, "concurrency": 4},
+        "query": query,
         "student": STUDENT,
         "train": {**TRAIN, **spec.get("train", {}), **(overrides or {})},
         "eval": {"source": EVAL_SOURCE, "clips": 1000, "points": points},
@@ -284,6 +314,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 **({"epochs": args.epochs} if args.epochs else {}),
             },
             "peer": spec.get("peer"),
+            "select": spec.get("select"),
             "points": summarise(mine),
             "runs": mine,
         }

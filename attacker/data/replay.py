@@ -21,8 +21,9 @@ PREVIOUS_SUFFIX = ".previous"
 
 
 def _same_stream(old: TransferManifest, new: TransferManifest) -> bool:
+    parts = ("source", "seed", "stealth", "select")
     return old.clip_shape == new.clip_shape and all(
-        old.extra.get(part) == new.extra.get(part) for part in ("source", "seed", "stealth")
+        old.extra.get(part) == new.extra.get(part) for part in parts
     )
 
 

@@ -170,6 +170,10 @@ class TransferSetWriter:
             self._flush()
         return record
 
+    def flush(self) -> None:
+        """Write what is pending (a short shard if need be), so a reader sees every record."""
+        self._flush()
+
     def _flush(self) -> None:
         if not self._clips:
             return

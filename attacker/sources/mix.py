@@ -133,14 +133,18 @@ class MixSource:
                 continue
             counts[part] += 1
             emitted += 1
-            recipe = {
-                "v": RECIPE_VERSION,
-                "source": "mix",
-                "part": part,
-                "part_name": self.parts[part][0],
-                "recipe": query.recipe,
-            }
-            yield QueryClip(clip=query.clip, recipe=recipe, true_label=query.true_label)
+            yield self.part_clip(part, query)
+
+    def part_clip(self, part: int, query: QueryClip) -> QueryClip:
+        """``query``, emitted by part ``part``, as the mix emits it (its recipe wrapped)."""
+        recipe = {
+            "v": RECIPE_VERSION,
+            "source": "mix",
+            "part": part,
+            "part_name": self.parts[part][0],
+            "recipe": query.recipe,
+        }
+        return QueryClip(clip=query.clip, recipe=recipe, true_label=query.true_label)
 
 
 def _most_owed(weights: list[Fraction], counts: list[int], active: list[bool], n: int) -> int:

@@ -32,6 +32,7 @@ __all__ = [
     "collect_transfer_set",
     "label_eval_set",
     "stealth_shaper",
+    "transfer_manifest",
 ]
 
 # A different seed than the attack stream, so evaluation clips are never training clips.
@@ -59,22 +60,7 @@ async def collect_transfer_set(
     shape = clip_shape(info)
     budget = await client.budget()
     identity = answer_identity(client.base_url, info)
-    manifest = TransferManifest(
-        victim={
-            "url": redact_url(client.base_url),
-            "model": info.model,
-            "identity": identity,
-            "top_k": info.top_k,
-        },
-        output=info.output.value,
-        labels=list(info.labels),
-        clip_shape=[shape.frames, shape.height, shape.width, 3],
-        extra={
-            "source": config.query.source.model_dump(mode="json"),
-            "seed": config.seed,
-            "stealth": config.stealth.model_dump(mode="json"),
-        },
-    )
+    manifest = transfer_manifest(config, client, info)
     bar = tqdm(total=config.budget, desc="queries", unit="clip", disable=not show_progress)
 
     def progress(stats: CollectStats) -> None:
@@ -116,6 +102,32 @@ async def collect_transfer_set(
     stats.extra["replayed_from_previous_run"] = 0 if previous is None else len(previous)
     bar.close()
     return stats
+
+
+def transfer_manifest(
+    config: AttackConfig, client: VictimClient, info: ModelInfo
+) -> TransferManifest:
+    """What a run's transfer set holds: the victim (URL without secrets), its answers' form, the
+    clip shape, and the query stream (source, seed, stealth, selection) a rerun must match."""
+    shape = clip_shape(info)
+    select = config.query.select
+    return TransferManifest(
+        victim={
+            "url": redact_url(client.base_url),
+            "model": info.model,
+            "identity": answer_identity(client.base_url, info),
+            "top_k": info.top_k,
+        },
+        output=info.output.value,
+        labels=list(info.labels),
+        clip_shape=[shape.frames, shape.height, shape.width, 3],
+        extra={
+            "source": config.query.source.model_dump(mode="json"),
+            "seed": config.seed,
+            "stealth": config.stealth.model_dump(mode="json"),
+            **({} if select is None else {"select": select.model_dump(mode="json")}),
+        },
+    )
 
 
 @dataclass(frozen=True)

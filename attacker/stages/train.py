@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from attacker.config import AttackConfig
-from attacker.data import TransferSet
+from attacker.data import TransferManifest, TransferSet
 from attacker.students import (
     StudentModel,
     StudentPreprocessing,
@@ -31,6 +31,7 @@ from attacker.train.losses import ExtractionLoss, build_loss_from_spec
 from shared.schemas import OutputMode
 
 __all__ = [
+    "ContinualTrainer",
     "PointHook",
     "budget_points",
     "build_run_loss",
@@ -141,6 +142,62 @@ def training_fingerprint(
     return hashlib.blake2b(payload.encode(), digest_size=16).hexdigest()
 
 
+class ContinualTrainer:
+    """One student trained on as the transfer set grows (``plan: continual``): each
+    :meth:`advance` adds ``train.epochs`` passes' worth of steps over the clips added since the
+    last call, every step drawing from all clips so far. With ``plan: fresh`` each call trains a
+    new student on the clips so far instead. Checkpoints resume a rerun of the same training."""
+
+    def __init__(
+        self,
+        config: AttackConfig,
+        manifest: TransferManifest,
+        *,
+        checkpoints: Path | None = None,
+        show_progress: bool = True,
+    ) -> None:
+        if config.train.threads > 0:
+            torch.set_num_threads(config.train.threads)
+        self.config = config
+        self.manifest = manifest
+        self.loss = build_run_loss(config, OutputMode(manifest.output))
+        self.checkpoints = checkpoints
+        self.show_progress = show_progress
+        self.student: StudentModel | None = None
+        self.trained_to: list[int] = []  # the transfer-set sizes trained at so far
+
+    def _new_student(self) -> StudentModel:
+        return build_student(
+            self.config, labels=self.manifest.labels, clip_shape=self.manifest.clip_shape
+        )
+
+    def advance(self, transfer: TransferSet, limit: int) -> TrainResult:
+        """Train on the first ``limit`` clips of ``transfer`` (the student is :attr:`student`)."""
+        config = self.config
+        fresh = config.train.plan == "fresh"
+        if fresh or self.student is None:
+            self.student = self._new_student()
+        if fresh:
+            settings = train_settings(config, limit)
+        else:
+            previous = self.trained_to[-1] if self.trained_to else 0
+            settings = point_settings(config, _continual_steps(config, limit - previous))
+        self.trained_to.append(limit)
+        return train_student(
+            self.student,
+            transfer,
+            self.loss,
+            settings,
+            limit=limit,
+            checkpoint=None if self.checkpoints is None else self.checkpoints / f"q{limit}.pt",
+            fingerprint=training_fingerprint(
+                transfer, limit, settings, config, extra=[config.train.plan, self.trained_to]
+            ),
+            desc=f"train {limit} queries",
+            show_progress=self.show_progress,
+        )
+
+
 def train_over_points(
     config: AttackConfig,
     transfer: TransferSet,
@@ -150,35 +207,13 @@ def train_over_points(
     show_progress: bool = True,
 ) -> StudentModel:
     """Train per ``config.train.plan`` over the budget points; returns the last student."""
-    if config.train.threads > 0:
-        torch.set_num_threads(config.train.threads)
-    manifest = transfer.manifest
-    mode = OutputMode(manifest.output)
-    loss = build_run_loss(config, mode)
-    points = budget_points(config, len(transfer))
-    student: StudentModel | None = None
-    previous = 0
-    for index, limit in enumerate(points):
-        if config.train.plan == "fresh" or student is None:
-            student = build_student(config, labels=manifest.labels, clip_shape=manifest.clip_shape)
-        if config.train.plan == "fresh":
-            settings = train_settings(config, limit)
-        else:
-            settings = point_settings(config, _continual_steps(config, limit - previous))
-        result = train_student(
-            student,
-            transfer,
-            loss,
-            settings,
-            limit=limit,
-            checkpoint=None if checkpoints is None else checkpoints / f"q{limit}.pt",
-            fingerprint=training_fingerprint(
-                transfer, limit, settings, config, extra=[config.train.plan, points[: index + 1]]
-            ),
-            desc=f"train {limit} queries",
-            show_progress=show_progress,
-        )
-        on_point(limit, student, result)
-        previous = limit
-    assert student is not None
-    return student
+    trainer = ContinualTrainer(
+        config, transfer.manifest, checkpoints=checkpoints, show_progress=show_progress
+    )
+    for limit in budget_points(config, len(transfer)):
+        result = trainer.advance(transfer, limit)
+        assert trainer.student is not None
+        on_point(limit, trainer.student, result)
+    if trainer.student is None:
+        raise ValueError("the transfer set is empty: nothing to train on")
+    return trainer.student
