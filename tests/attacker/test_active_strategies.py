@@ -1,0 +1,66 @@
+"""Selection strategies pick what they claim to; the bandit moves toward the part that pays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from attacker.active import PoolScores, SourceBandit, choose, round_sizes
+from attacker.active.strategies import k_center_greedy
+
+
+def _scores(logits: list[list[float]], features: np.ndarray | None = None) -> PoolScores:
+    array = np.array(logits, dtype=np.float32)
+    return PoolScores(
+        logits=array, features=array if features is None else features.astype(np.float32)
+    )
+
+
+def test_entropy_and_margin_pay_for_the_clips_the_student_is_least_sure_of() -> None:
+    scores = _scores([[9, 0, 0], [1, 1, 1], [5, 0, 0], [2, 2, 0], [0, 0, 7]])
+    rng = np.random.default_rng(0)
+    assert set(choose("entropy", scores, 2, rng)) == {1, 3}
+    # Row 3 has two classes tied (margin 0); row 1 has three (also margin 0).
+    assert set(choose("margin", scores, 2, rng)) == {1, 3}
+    assert choose("entropy", scores, 1, rng)[0] == 1  # the uniform row is the most uncertain
+
+
+def test_random_picks_distinct_clips() -> None:
+    scores = _scores([[0.0, 1.0]] * 50)
+    chosen = choose("random", scores, 20, np.random.default_rng(3))
+    assert len(set(chosen.tolist())) == 20 and chosen.max() < 50
+
+
+def test_k_center_covers_every_cluster_and_skips_what_is_already_bought() -> None:
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    pool = np.concatenate([c + 0.1 * rng.standard_normal((20, 2)) for c in centres])
+    picked = k_center_greedy(pool, np.empty((0, 2)), 3)
+    assert sorted(int(i) // 20 for i in picked) == [0, 1, 2]
+    # With clusters 0 and 1 already bought, the first pick comes from cluster 2.
+    first = k_center_greedy(pool, centres[:2], 1)[0]
+    assert int(first) // 20 == 2
+    assert len(set(k_center_greedy(pool, centres, 30).tolist())) == 30
+
+
+def test_an_unknown_strategy_is_an_error() -> None:
+    with pytest.raises(ValueError, match="unknown selection strategy"):
+        choose("best", _scores([[0.0, 1.0]]), 1, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize(("budget", "rounds"), [(48, 3), (10, 3), (5, 8), (10000, 8)])
+def test_round_sizes_spend_the_budget_exactly(budget: int, rounds: int) -> None:
+    sizes = round_sizes(budget, rounds)
+    assert sum(sizes) == budget and min(sizes) >= 1 and max(sizes) - min(sizes) <= 1
+
+
+def test_bandit_moves_toward_the_arm_whose_clips_earn_more() -> None:
+    rng = np.random.default_rng(0)
+    bandit = SourceBandit(3, step=0.5, rng=rng)
+    assert np.allclose(bandit.policy(), 1 / 3)
+    for _ in range(10):
+        arms = bandit.draw(200)
+        rewards = np.where(arms == 2, 2.0, 0.5) + 0.1 * rng.standard_normal(200)
+        bandit.update(arms, rewards)
+    policy = bandit.policy()
+    assert policy[2] > 0.8 and policy.sum() == pytest.approx(1.0)
