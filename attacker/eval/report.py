@@ -50,6 +50,16 @@ def _markdown(report: dict[str, Any]) -> str:
         f"- Evaluation: {report['eval']['clips']} held-out clips (`{report['eval']['source']}`), "
         f"victim accuracy {_pct(report['eval'].get('victim_accuracy'))}",
     ]
+    select = collect.get("extra", {}).get("select")
+    if select:
+        lines.append(
+            f"- Query selection: **{select['strategy']}**, {len(select['rounds_run'])} rounds"
+            + (
+                ""
+                if select["strategy"] == "bandit"
+                else f", {select['pool_factor']} unpaid candidates scored per paid query"
+            )
+        )
     if report.get("detection"):
         lines.append(f"- Detection: {report['detection']}")
     lines += [

@@ -69,6 +69,8 @@ async def test_rounds_spend_exactly_and_a_rerun_pays_nothing(
     assert [r["paid"] for r in select["rounds_run"]] == [16, 16, 16]
     # Rounds after the first pick 16 of a 3x pool the student scored, unpaid.
     assert select["pools"][1:] == [{"pool": 48, "chosen": 16}] * 2
+    markdown = (tmp_path / "run" / "report.md").read_text()
+    assert f"Query selection: **{strategy}**, 3 rounds, 3 unpaid candidates" in markdown
     transfer = TransferSet(tmp_path / "run" / "transfer")
     assert len(transfer) == 48 and len({r.clip_hash for r in transfer.records}) == 48
 
