@@ -97,7 +97,7 @@ ATTACKS: dict[str, dict[str, Any]] = {
 # Active selection (attacker.active): rounds of ACTIVE_ROUND paid clips, so the round ends fall on
 # the budget points above; each round after the first pays for 1 in `pool_factor` candidates.
 ACTIVE_ROUND = 1250
-ACTIVE_STRATEGIES = ("random", "entropy", "margin", "coreset")
+ACTIVE_STRATEGIES = ("random", "entropy", "margin", "coreset", "balanced")
 for _strategy in ACTIVE_STRATEGIES:
     ATTACKS[f"active-{_strategy}"] = {
         "output": "probs",

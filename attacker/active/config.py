@@ -8,15 +8,17 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Strategy = Literal["random", "entropy", "margin", "coreset", "bandit"]
+Strategy = Literal["random", "entropy", "margin", "coreset", "balanced", "bandit"]
 
 
 class SelectConfig(BaseModel):
     """``random`` is the control (a random subset of the pool: the plain stream, statistically).
     ``entropy`` / ``margin`` pay for the clips the student is least sure of; ``coreset`` for the
     clips farthest (k-center greedy) from everything bought so far in the student's feature
-    space; ``bandit`` (KnockoffNets-style) learns which part of a ``mix`` source to draw from,
-    rewarded by the student's loss on the answers each part brought."""
+    space; ``balanced`` for the clips that even out the classes the victim has answered so far
+    (by the student's guess of each candidate's class); ``bandit`` (KnockoffNets-style) learns
+    which part of a ``mix`` source to draw from, rewarded by the student's loss on the answers
+    each part brought."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -44,6 +44,28 @@ def k_center_greedy(pool: np.ndarray, centres: np.ndarray, k: int) -> np.ndarray
     return chosen
 
 
+def class_balanced(probs: np.ndarray, k: int, bought: np.ndarray) -> np.ndarray:
+    """``k`` pool rows that even out the class histogram: each pick goes to the class with the
+    fewest answers so far (``bought``: the victim's top-1 counts of the clips already paid for,
+    plus the picks), taking that class's candidates the student is most confident of first (the
+    likeliest to come back as that class). Classes the student never predicts are skipped."""
+    predicted = probs.argmax(axis=1)
+    confidence = probs.max(axis=1)
+    queues = {
+        int(c): list(np.flatnonzero(predicted == c)[np.argsort(-confidence[predicted == c])])
+        for c in np.unique(predicted)
+    }
+    counts = bought.astype(np.float64).copy()
+    chosen: list[int] = []
+    while len(chosen) < k and queues:
+        target = min(queues, key=lambda c: (counts[c], c))
+        chosen.append(int(queues[target].pop(0)))
+        counts[target] += 1
+        if not queues[target]:
+            del queues[target]
+    return np.array(chosen, dtype=np.int64)
+
+
 def choose(
     strategy: str,
     scores: PoolScores,
@@ -51,8 +73,10 @@ def choose(
     rng: np.random.Generator,
     *,
     centres: np.ndarray | None = None,
+    bought_classes: np.ndarray | None = None,
 ) -> np.ndarray:
-    """``k`` indices into the pool by ``strategy`` (random | entropy | margin | coreset)."""
+    """``k`` indices into the pool by ``strategy`` (random | entropy | margin | coreset |
+    balanced)."""
     n = len(scores.logits)
     k = min(k, n)
     if strategy == "random":
@@ -67,4 +91,8 @@ def choose(
     if strategy == "coreset":
         existing = centres if centres is not None else np.empty((0, scores.features.shape[1]))
         return k_center_greedy(scores.features, existing, k)
+    if strategy == "balanced":
+        probs = scores.probabilities()
+        counts = np.zeros(probs.shape[1]) if bought_classes is None else bought_classes
+        return class_balanced(probs, k, counts)
     raise ValueError(f"unknown selection strategy {strategy!r}")

@@ -55,7 +55,11 @@ class _Picker:
     log: list[dict[str, Any]] = field(default_factory=list)
 
     def pick(
-        self, size: int, student: StudentModel | None, centres: Callable[[], np.ndarray]
+        self,
+        size: int,
+        student: StudentModel | None,
+        centres: Callable[[], np.ndarray],
+        bought_classes: np.ndarray,
     ) -> list[QueryClip]:
         if size <= 0:
             return []
@@ -76,6 +80,7 @@ class _Picker:
                     size,
                     self.rng,
                     centres=centres() if self.select.strategy == "coreset" else None,
+                    bought_classes=bought_classes,
                 )
             ]
         self.log.append({"pool": len(pool), "chosen": len(chosen)})
@@ -197,7 +202,13 @@ async def collect_and_train_in_rounds(
                     student, bought, select.coreset_centres, config.train.precision
                 )
 
-            queries = replayed + picker.pick(size - len(replayed), student, centres)
+            answered_classes = np.bincount(
+                [int(r.result["index"]) for r in TransferSet(root).records],
+                minlength=len(manifest.labels),
+            )
+            queries = replayed + picker.pick(
+                size - len(replayed), student, centres, answered_classes
+            )
             answered: list[tuple[QueryClip, Any]] = []
             before = totals.clips
 

@@ -64,3 +64,16 @@ def test_bandit_moves_toward_the_arm_whose_clips_earn_more() -> None:
         bandit.update(arms, rewards)
     policy = bandit.policy()
     assert policy[2] > 0.8 and policy.sum() == pytest.approx(1.0)
+
+
+def test_balanced_fills_the_classes_answered_least_with_the_surest_candidates() -> None:
+    # Pool: rows 0-3 look like class 0, rows 4-5 like class 1, row 6 like class 2.
+    logits = [[5, 0, 0], [3, 0, 0], [9, 0, 0], [1, 0, 0], [0, 4, 0], [0, 8, 0], [0, 0, 2]]
+    bought = np.array([10, 2, 3])  # the victim has answered class 0 most
+    chosen = choose("balanced", _scores(logits), 3, np.random.default_rng(0), bought_classes=bought)
+    # class 1 (2 answers) -> its surest row 5; then classes 1 and 2 tie at 3 -> class 1 again
+    # (row 4); then class 2 (3) -> row 6.
+    assert chosen.tolist() == [5, 4, 6]
+    # With more picks than class 1 and 2 candidates, class 0 follows, surest first.
+    chosen = choose("balanced", _scores(logits), 5, np.random.default_rng(0), bought_classes=bought)
+    assert chosen.tolist() == [5, 4, 6, 2, 0]

@@ -50,7 +50,7 @@ async def _config(
     return config, attack
 
 
-@pytest.mark.parametrize("strategy", ["entropy", "margin", "coreset", "random"])
+@pytest.mark.parametrize("strategy", ["entropy", "margin", "coreset", "balanced", "random"])
 async def test_rounds_spend_exactly_and_a_rerun_pays_nothing(
     victim_transport: httpx.ASGITransport,
     victim_app: httpx.AsyncClient,
