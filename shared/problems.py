@@ -47,6 +47,7 @@ class ProblemType(StrEnum):
     UNAUTHORIZED = "unauthorized"
     ADMIN_UNAUTHORIZED = "admin-unauthorized"
     BAD_CLIP = "bad-clip"
+    MALFORMED_REQUEST = "malformed-request"
     UNSUPPORTED_MEDIA_TYPE = "unsupported-media-type"
     PAYLOAD_TOO_LARGE = "payload-too-large"
     INVALID_CLIP = "invalid-clip"
@@ -90,6 +91,7 @@ _SPECS: Final[dict[ProblemType, tuple[int, str]]] = {
     ProblemType.UNAUTHORIZED: (401, "Missing or invalid API key"),
     ProblemType.ADMIN_UNAUTHORIZED: (401, "Missing or invalid admin token"),
     ProblemType.BAD_CLIP: (400, "Malformed clip payload"),
+    ProblemType.MALFORMED_REQUEST: (400, "Malformed request"),
     ProblemType.UNSUPPORTED_MEDIA_TYPE: (415, "Unsupported media type or encoding"),
     ProblemType.PAYLOAD_TOO_LARGE: (413, "Payload too large"),
     ProblemType.INVALID_CLIP: (422, "Invalid clip content"),

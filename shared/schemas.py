@@ -109,21 +109,23 @@ DetectorName = Literal["prada", "none"]
 DetectionAction = Literal["log", "throttle", "block", "poison"]
 
 
+# Request bodies take numbers and booleans as JSON types only ("5", 0 for false and "0.5" are
+# refused, as the OpenAPI schema says), not pydantic's lax coercions.
 class DetectionPolicy(_Wire):
     detector: DetectorName = "none"
-    delta: Annotated[float, Field(gt=0.0, lt=1.0)] = 0.85
+    delta: Annotated[float, Field(gt=0.0, lt=1.0, strict=True)] = 0.85
     action: DetectionAction = "log"
 
 
 class ReverseSigmoid(_Wire):
     """Lee et al.'s reverse-sigmoid perturbation: top-1 preserved, gradients misleading."""
 
-    beta: Annotated[float, Field(gt=0.0)] = 0.7
-    gamma: Annotated[float, Field(gt=0.0)] = 0.4
+    beta: Annotated[float, Field(gt=0.0, strict=True)] = 0.7
+    gamma: Annotated[float, Field(gt=0.0, strict=True)] = 0.4
 
 
 class GaussianNoise(_Wire):
-    sigma: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
+    sigma: Annotated[float, Field(ge=0.0, le=1.0, strict=True)] = 0.05
 
 
 class DefensePolicy(_Wire):
@@ -131,15 +133,15 @@ class DefensePolicy(_Wire):
 
     reverse_sigmoid: ReverseSigmoid | None = None
     gaussian_noise: GaussianNoise | None = None
-    round_decimals: Annotated[int, Field(ge=0, le=8)] | None = None
-    top_k: Annotated[int, Field(ge=1)] | None = None
-    label_only: bool = False
+    round_decimals: Annotated[int, Field(ge=0, le=8, strict=True)] | None = None
+    top_k: Annotated[int, Field(ge=1, strict=True)] | None = None
+    label_only: Annotated[bool, Field(strict=True)] = False
 
 
 class KeyCreate(_Wire):
-    budget: Annotated[int, Field(ge=0, le=10**12)]
+    budget: Annotated[int, Field(ge=0, le=10**12, strict=True)]
     output: OutputMode = OutputMode.PROBS
-    top_k: Annotated[int, Field(ge=1)] = 5
+    top_k: Annotated[int, Field(ge=1, strict=True)] = 5
     name: Annotated[str, Field(min_length=1, max_length=128)] = "client"
     detection: DetectionPolicy = Field(default_factory=DetectionPolicy)
     defenses: DefensePolicy = Field(default_factory=DefensePolicy)
@@ -164,7 +166,7 @@ class KeyCreated(KeyPublic):
 
 
 class TopUp(_Wire):
-    amount: Annotated[int, Field(gt=0, le=10**12)]
+    amount: Annotated[int, Field(gt=0, le=10**12, strict=True)]
 
 
 class DetectionStatus(_Wire):

@@ -91,7 +91,7 @@ def create_app(
         app.state.services = Services(
             settings=settings,
             redis=store,
-            keys=KeyStore(store),
+            keys=KeyStore(store, operation_ttl_s=settings.idempotency_ttl_s),
             ledger=ledger,
             runner=runner,
             batcher=batcher,

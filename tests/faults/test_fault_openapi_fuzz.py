@@ -16,6 +16,7 @@ from helpers.services import LiveVictim, start_victim
 from helpers.victim import ADMIN_HEADERS
 
 _CLI = Path(sys.executable).with_name("schemathesis")
+_CONFIG = Path(__file__).with_name("schemathesis.toml")  # why /v1/classify is set apart
 MAX_EXAMPLES = 5
 
 
@@ -32,6 +33,8 @@ def _fuzz(victim: LiveVictim, token: str, tmp_path: Path) -> subprocess.Complete
     return subprocess.run(
         [
             str(_CLI) if _CLI.exists() else str(shutil.which("schemathesis")),
+            "--config-file",
+            str(_CONFIG),
             "run",
             f"{victim.url}/openapi.json",
             "--header",

@@ -25,6 +25,7 @@ EXPECTED_STATUS = {
     "unauthorized": 401,
     "admin-unauthorized": 401,
     "bad-clip": 400,
+    "malformed-request": 400,
     "unsupported-media-type": 415,
     "payload-too-large": 413,
     "invalid-clip": 422,

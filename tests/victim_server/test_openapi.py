@@ -49,6 +49,41 @@ async def test_wrong_method_is_a_method_not_allowed_problem(victim_app: httpx.As
     assert "POST" in response.headers["allow"]
 
 
+async def test_allow_lists_every_method_of_the_path(victim_app: httpx.AsyncClient) -> None:
+    """FastAPI registers one route per method; a 405 names all of them (schemathesis ST205)."""
+    spec = await _spec(victim_app)
+    for path, concrete in (
+        ("/admin/keys", "/admin/keys"),
+        ("/admin/keys/{key_id}", "/admin/keys/k0"),
+        ("/admin/keys/{key_id}/detection", "/admin/keys/k0/detection"),
+    ):
+        response = await victim_app.request("OPTIONS", concrete, headers=ADMIN_HEADERS)
+        assert response.status_code == 405
+        allowed = {m.strip() for m in response.headers["allow"].split(",")}
+        assert {m.upper() for m in spec["paths"][path]} <= allowed, (path, allowed)
+        assert allowed <= {"GET", "HEAD", "POST", "PUT", "DELETE"}
+
+
+async def test_an_unparsable_admin_body_is_a_documented_malformed_request(
+    victim_app: httpx.AsyncClient,
+) -> None:
+    key = await create_key(victim_app, budget=1)
+    spec = await _spec(victim_app)
+    for path, concrete in (
+        ("/admin/keys", "/admin/keys"),
+        ("/admin/keys/{key_id}/topup", f"/admin/keys/{key['key_id']}/topup"),
+    ):
+        response = await victim_app.post(
+            concrete,
+            content=b"k\xc3\x28$",  # not UTF-8: FastAPI cannot even decode it
+            headers={**ADMIN_HEADERS, "Content-Type": "application/json"},
+        )
+        assert response.status_code == 400, response.text
+        assert response.headers["content-type"].startswith(PROBLEM)
+        assert response.json()["type"] == "urn:vidsteal:problem:malformed-request"
+        assert "400" in spec["paths"][path]["post"]["responses"]
+
+
 async def test_a_deleted_keys_sub_resources_are_gone(victim_app: httpx.AsyncClient) -> None:
     key = await create_key(victim_app, budget=5)
     base = f"/admin/keys/{key['key_id']}"
@@ -85,6 +120,7 @@ async def test_every_answer_to_bad_requests_is_documented(victim_app: httpx.Asyn
         {"json": {"budget": -1, "top_k": 10_000}},
         {"json": {"amount": 0}},
         {"content": b"\0" * 64, "headers": {"Content-Type": "text/plain"}},
+        {"content": b"k\xc3\x28$", "headers": {"Content-Type": "application/json"}},
     ]
     failures = []
     for path, item in spec["paths"].items():
@@ -106,3 +142,19 @@ async def test_every_answer_to_bad_requests_is_documented(victim_app: httpx.Asyn
                         if not ctype.startswith(PROBLEM):
                             failures.append(f"{method.upper()} {path} -> {status} {ctype}")
     assert not failures, sorted(set(failures))
+
+
+async def test_request_bodies_take_json_types_only(victim_app: httpx.AsyncClient) -> None:
+    """What the schema calls a boolean or an integer is not coerced from 0, "5" or 5.0
+    (schemathesis ST201: a schema-violating request was accepted)."""
+    for body in (
+        {"budget": 1, "defenses": {"label_only": 0}},
+        {"budget": "5"},
+        {"budget": 5.0},
+        {"budget": 1, "top_k": "3"},
+        {"budget": 1, "detection": {"delta": "0.5"}},
+    ):
+        response = await victim_app.post("/admin/keys", json=body, headers=ADMIN_HEADERS)
+        assert response.status_code == 422, (body, response.text)
+    ok = {"budget": 1, "defenses": {"gaussian_noise": {"sigma": 0}, "reverse_sigmoid": {"beta": 1}}}
+    assert (await victim_app.post("/admin/keys", json=ok, headers=ADMIN_HEADERS)).status_code == 201

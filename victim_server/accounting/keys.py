@@ -8,6 +8,7 @@ import json
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import IntEnum
 from typing import Any, cast
 
 from redis.asyncio import Redis
@@ -44,15 +45,27 @@ redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 return 1
 """
 
-# KEYS[1] key record, KEYS[2] operation record; ARGV[1] amount, ARGV[2] operation TTL.
-# 0 for an unknown key; 1 otherwise (the amount is added on the first run only).
+# KEYS[1] key record, KEYS[2] operation record; ARGV[1] amount, ARGV[2] operation TTL,
+# ARGV[3] fingerprint of the request. 0: unknown key; 1: added; 2: this operation was done
+# before with the same fingerprint (nothing added); 3: it was done with another fingerprint.
 _TOP_UP = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if redis.call('SET', KEYS[2], '1', 'NX', 'EX', tonumber(ARGV[2])) then
-  redis.call('HINCRBY', KEYS[1], 'budget', tonumber(ARGV[1]))
+local done = redis.call('GET', KEYS[2])
+if done then
+  if done == ARGV[3] then return 2 end
+  return 3
 end
+redis.call('SET', KEYS[2], ARGV[3], 'EX', tonumber(ARGV[2]))
+redis.call('HINCRBY', KEYS[1], 'budget', tonumber(ARGV[1]))
 return 1
 """
+
+
+class TopUpStatus(IntEnum):
+    UNKNOWN_KEY = 0
+    ADDED = 1
+    REPLAYED = 2  # the same operation id with the same amount: added once, earlier
+    MISMATCH = 3  # the same operation id with another amount: refused
 
 
 @dataclass(frozen=True)
@@ -111,8 +124,9 @@ def split_api_key(api_key: str) -> tuple[str, str] | None:
 class KeyStore:
     """API keys in Redis: one hash per key plus an index set for listing."""
 
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, *, operation_ttl_s: int = _OPERATION_TTL_S) -> None:
         self._redis = redis
+        self._operation_ttl_s = operation_ttl_s
         self._create = redis.register_script(_CREATE)
         self._top_up = redis.register_script(_TOP_UP)
 
@@ -176,14 +190,28 @@ class KeyStore:
     ) -> ApiKey | None:
         """Add ``amount`` to the budget once per ``operation_id`` (a retried call adds nothing
         more); None for an unknown key."""
+        status, key = await self.top_up_once(key_id, amount, operation_id=operation_id)
+        return key if status is not TopUpStatus.UNKNOWN_KEY else None
+
+    async def top_up_once(
+        self, key_id: str, amount: int, *, operation_id: str | None = None
+    ) -> tuple[TopUpStatus, ApiKey | None]:
+        """Add ``amount`` unless ``operation_id`` was done before (kept for the operation TTL):
+        then nothing is added, and the status says whether that earlier call asked for the same
+        amount (``REPLAYED``) or another (``MISMATCH``). One Lua script: two concurrent calls
+        with one id add once."""
         operation = operation_id or secrets.token_hex(16)
-        added = await self._top_up(
-            keys=[keyspace.key_record(key_id), keyspace.operation(key_id, operation)],
-            args=[amount, _OPERATION_TTL_S],
+        status = TopUpStatus(
+            int(
+                await self._top_up(
+                    keys=[keyspace.key_record(key_id), keyspace.operation(key_id, operation)],
+                    args=[amount, self._operation_ttl_s, f"amount={amount}"],
+                )
+            )
         )
-        if not int(added):
-            return None
-        return await self.get(key_id)
+        if status is TopUpStatus.UNKNOWN_KEY:
+            return status, None
+        return status, await self.get(key_id)
 
     async def revoke(self, key_id: str) -> ApiKey | None:
         key = keyspace.key_record(key_id)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
+import hashlib
+from typing import Annotated
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Header, Response, status
 
 from shared.problems import ProblemType
 from shared.schemas import (
@@ -16,7 +17,7 @@ from shared.schemas import (
     KeyPublic,
     TopUp,
 )
-from victim_server.accounting.keys import ApiKey
+from victim_server.accounting.keys import ApiKey, TopUpStatus
 from victim_server.api.deps import AdminDep, ServicesDep
 from victim_server.api.openapi import problem_responses
 from victim_server.api.problems import problem
@@ -25,9 +26,32 @@ router = APIRouter(
     prefix="/admin",
     tags=["admin"],
     dependencies=[AdminDep],
-    responses=problem_responses(401, 422, 503),
+    responses=problem_responses(400, 401, 422, 503),
 )
 _KEY = problem_responses(404)
+_TOP_UP_RESPONSES = {
+    **_KEY,
+    200: {
+        "description": "The key after the top-up (or, for a retried Idempotency-Key, after the "
+        "first call, which alone added; the answer then carries Idempotent-Replayed: true)",
+        "headers": {
+            "Idempotent-Replayed": {
+                "description": "'true' when this Idempotency-Key was already used with the "
+                "same amount: nothing was added this time",
+                "schema": {"type": "string", "enum": ["true"]},
+            }
+        },
+    },
+}
+_TOP_UP_KEY_DOC = (
+    "Makes a retried top-up add once: the first call with a key adds, a later call with the "
+    "same key and the same amount adds nothing (Idempotent-Replayed: true), the same key with "
+    "another amount is refused (422). Keys are per API key and kept for the idempotency TTL."
+)
+TopUpKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", min_length=1, max_length=200, description=_TOP_UP_KEY_DOC),
+]
 
 
 def _found(key: ApiKey | None, key_id: str) -> ApiKey:
@@ -68,13 +92,31 @@ async def get_key(key_id: str, services: ServicesDep) -> KeyPublic:
     return _found(await services.keys.get(key_id), key_id).public()
 
 
-@router.post("/keys/{key_id}/topup", responses=_KEY)
-async def top_up(key_id: str, body: TopUp, services: ServicesDep) -> KeyPublic:
-    """Add ``amount`` queries to the key's budget (atomic)."""
+@router.post("/keys/{key_id}/topup", responses=_TOP_UP_RESPONSES)
+async def top_up(
+    key_id: str,
+    body: TopUp,
+    services: ServicesDep,
+    response: Response,
+    idempotency_key: TopUpKey = None,
+) -> KeyPublic:
+    """Add ``amount`` queries to the key's budget (atomic). With an ``Idempotency-Key``, a
+    retried call adds once."""
     _found(await services.keys.get(key_id), key_id)
-    key = _found(
-        await services.keys.top_up(key_id, body.amount, operation_id=uuid.uuid4().hex), key_id
+    operation_id = None
+    if idempotency_key is not None:
+        operation_id = "idem:" + hashlib.sha256(idempotency_key.encode()).hexdigest()
+    outcome, stored = await services.keys.top_up_once(
+        key_id, body.amount, operation_id=operation_id
     )
+    if outcome is TopUpStatus.MISMATCH:
+        raise problem(
+            ProblemType.VALIDATION_ERROR,
+            "this Idempotency-Key was used with a different amount; nothing was added",
+        )
+    key = _found(stored, key_id)
+    if outcome is TopUpStatus.REPLAYED:
+        response.headers["Idempotent-Replayed"] = "true"
     services.metrics.budget_remaining.labels(key.key_id).set(key.remaining)
     return key.public()
 

@@ -38,7 +38,13 @@ _BODY_DOC = {
         "description": "A batch of uint8 clips (N, T, H, W, 3); any T/H/W is resampled.",
         "content": {
             "application/x-npy": {"schema": {"type": "string", "format": "binary"}},
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {
+                "schema": {
+                    "type": "string",
+                    "format": "binary",
+                    "description": "raw C-order bytes; needs an X-Clip-Shape header ('N,T,H,W,3')",
+                }
+            },
             "application/json": {
                 "schema": {
                     "type": "object",
@@ -54,8 +60,13 @@ _BODY_DOC = {
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
+                    "required": ["file"],
                     "properties": {
-                        "file": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                        "file": {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": {"type": "string", "format": "binary"},
+                        }
                     },
                 }
             },

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,7 +19,7 @@ log = logging.getLogger("vidsteal.victim")
 _STATUS_TO_KIND = {
     401: ProblemType.UNAUTHORIZED,
     404: ProblemType.NOT_FOUND,
-    400: ProblemType.BAD_CLIP,
+    400: ProblemType.MALFORMED_REQUEST,  # an unparsable body (clip routes raise BAD_CLIP)
     405: ProblemType.METHOD_NOT_ALLOWED,
     409: ProblemType.CONFLICT,
     413: ProblemType.PAYLOAD_TOO_LARGE,
@@ -51,6 +52,25 @@ def problem_response(error: VidStealProblem, instance: str | None = None) -> Res
     )
 
 
+def allowed_methods(request: Request, starlette_allow: str | None) -> list[str]:
+    """Every method served at this path. Starlette's 405 names only the first route that matched
+    the path, but FastAPI registers one route per method (GET and POST ``/admin/keys`` are two),
+    so the methods come from the served OpenAPI document (the contract), plus Starlette's own
+    ``Allow`` for routes left out of the document."""
+    methods = {m.strip().upper() for m in (starlette_allow or "").split(",") if m.strip()}
+    path = request.scope.get("path", "")
+    for template, item in request.app.openapi().get("paths", {}).items():
+        pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path):
+            methods.update(m.upper() for m in item if m.lower() in _HTTP_METHODS)
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)
+
+
+_HTTP_METHODS = frozenset({"get", "put", "post", "delete", "patch", "head", "options", "trace"})
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     async def on_problem(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, VidStealProblem)
@@ -72,7 +92,11 @@ def install_problem_handlers(app: FastAPI) -> None:
         kind = _STATUS_TO_KIND.get(exc.status_code, ProblemType.VALIDATION_ERROR)
         made = make_problem(kind, str(exc.detail))
         made = made.model_copy(update={"status": exc.status_code})
-        return problem_response(VidStealProblem(made, headers=exc.headers), request.url.path)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            allow = headers.pop("Allow", None) or headers.pop("allow", None)
+            headers["Allow"] = ", ".join(allowed_methods(request, allow))
+        return problem_response(VidStealProblem(made, headers=headers), request.url.path)
 
     async def on_redis(request: Request, exc: Exception) -> Response:
         log.warning("redis unavailable: %s", exc)
