@@ -63,7 +63,7 @@ def test_pgd_raises_the_clone_loss(
     clips, labels = clips_and_labels
     clean = _loss(student, clips, labels)
     for perturbation in ("per-frame", "shared"):
-        options = PGDOptions(eps=8, steps=5, perturbation=perturbation)  # type: ignore[arg-type]
+        options = PGDOptions(eps=8, steps=5, perturbation=perturbation)
         adversarial = pgd_linf(student_logits_fn(student), clips, labels, options)
         attacked = _loss(student, adversarial, labels)
         noise = _loss(
@@ -138,7 +138,7 @@ def test_options_are_checked() -> None:
         {"eps": 8, "perturbation": "per-pixel"},
     ):
         with pytest.raises(ValueError):
-            PGDOptions(**bad)  # type: ignore[arg-type]
+            PGDOptions(**bad)
     assert PGDOptions(eps=8, steps=10).step == pytest.approx(2.0)
     assert PGDOptions(eps=8).to_dict()["eps_fraction"] == pytest.approx(8 / 255)
 
