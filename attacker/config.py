@@ -48,12 +48,11 @@ class QueryConfig(_Strict):
     def _datafree_has_no_source(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("datafree") is not None:
             if data.get("source") is not None:
-                raise ValueError(
-                    "query.datafree generates every clip itself: remove query.source"
-                )
+                raise ValueError("query.datafree generates every clip itself: remove query.source")
             # Never built: a data-free run reads no source (the report names it "datafree").
             data = {**data, "source": {"kind": "noise"}}
         return data
+
     # Active selection (attacker.active): pay only for the clips a strategy picks from a larger
     # locally drawn pool, in rounds, retraining between rounds. None: the source's stream as is.
     select: SelectConfig | None = None
@@ -177,8 +176,10 @@ class AttackConfig(_Strict):
                 raise ValueError(
                     "query.datafree has no query source to hold clips out from: set eval.source"
                 )
-            if self.stealth.enabled:
-                raise ValueError("query.datafree and stealth both decide what is sent: pick one")
+            if self.stealth.enabled or self.query.select is not None:
+                raise ValueError(
+                    "query.datafree, query.select and stealth each decide what is sent: pick one"
+                )
         return self
 
     @model_validator(mode="after")

@@ -23,6 +23,7 @@ from attacker.data import TransferSet
 from attacker.eval.fidelity import evaluate
 from attacker.provenance import write_provenance
 from attacker.stages.collect import LabelledEvalSet, collect_transfer_set, label_eval_set
+from attacker.stages.datafree import collect_datafree
 from attacker.stages.report import build_report, point_entry, write_run_report
 from attacker.stages.rounds import collect_and_train_in_rounds
 from attacker.stages.train import train_over_points
@@ -95,7 +96,9 @@ async def run_attack(
             info = await client.model_info()
             if config.query.select is None:
                 _phase(hooks, "collect")
-                collect = await collect_transfer_set(
+                collect = await (
+                    collect_datafree if config.query.datafree else collect_transfer_set
+                )(
                     config,
                     client,
                     info,

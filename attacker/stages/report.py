@@ -79,7 +79,7 @@ def build_report(
             "num_classes": info.num_classes,
         },
         "budget": config.budget,
-        "source": config.query.source.kind,
+        "source": "datafree" if config.query.datafree else config.query.source.kind,
         "loss": loss,
         "train": {"plan": config.train.plan, "epochs": config.train.epochs},
         "student": {"architecture": config.student.architecture, "export": str(export_dir)},
