@@ -20,7 +20,7 @@ from attacker.config import AttackConfig
 from attacker.data import TransferManifest, TransferSetWriter
 from attacker.data.replay import discard_previous, replay_then_live, set_aside_previous
 from attacker.eval.fidelity import EvalSet
-from attacker.sources import ClipShape, SourceConfig, build_source
+from attacker.sources import ClipShape, SourceConfig, SourceError, build_source
 from attacker.stealth import StealthShaper
 from shared.detection import NaturalnessEmbedding
 from shared.schemas import ModelInfo
@@ -37,8 +37,6 @@ __all__ = [
 
 # A different seed than the attack stream, so evaluation clips are never training clips.
 EVAL_SEED_OFFSET = 1_000_003
-# Stealth calibration clips come from yet another seed, so they are never sent.
-CALIBRATION_SEED_OFFSET = 2_000_003
 NATURAL_SEED_OFFSET = 7
 
 
@@ -184,19 +182,29 @@ async def label_eval_set(
 
 
 def stealth_shaper(config: AttackConfig, shape: ClipShape) -> StealthShaper | None:
-    """The stealth stream shaper, when stealth is on (calibrated on clips it never sends)."""
+    """The stealth stream shaper, when stealth is on, calibrated on clips it never sends.
+
+    Calibration and mixing draw from one natural stream: the first ``calibration_clips`` fit
+    the embedding, the mix continues after them. (Two streams of one source at two run seeds
+    are not disjoint: a ``synthactions`` source ignores the run seed, so a calibration stream
+    of its own would be the very clips the mix sends first.)
+    """
     stealth = config.stealth
     if not stealth.enabled or stealth.natural is None:
         return None
-    calibration = build_source(
-        stealth.natural, shape=shape, seed=config.seed + CALIBRATION_SEED_OFFSET
+    natural = iter(
+        build_source(stealth.natural, shape=shape, seed=config.seed + NATURAL_SEED_OFFSET)
     )
-    clips = np.stack(
-        [q.clip for q in itertools.islice(iter(calibration), stealth.calibration_clips)]
-    )
+    calibration = [q.clip for q in itertools.islice(natural, stealth.calibration_clips)]
+    if len(calibration) < stealth.calibration_clips:
+        raise SourceError(
+            f"stealth.natural gave {len(calibration)} clips; calibration needs "
+            f"{stealth.calibration_clips} and the mix more after them"
+        )
+    clips = np.stack(calibration)
     return StealthShaper(
         iter(build_source(config.query.source, shape=shape, seed=config.seed)),
-        iter(build_source(stealth.natural, shape=shape, seed=config.seed + NATURAL_SEED_OFFSET)),
+        natural,
         NaturalnessEmbedding.fit(clips),
         target_w=stealth.target_w,
         start_fraction=stealth.start_fraction,

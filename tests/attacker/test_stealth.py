@@ -12,6 +12,7 @@ from helpers.victim import ADMIN_HEADERS, create_key
 
 from attacker.config import validate_config
 from attacker.run import run_attack
+from attacker.stages.collect import stealth_shaper
 from attacker.sources import ClipShape, build_source
 from attacker.stealth import StealthShaper
 from shared.detection import NaturalnessEmbedding
@@ -104,3 +105,26 @@ async def test_stealth_stays_unblocked_where_plain_noise_is_blocked(
     stealth = hidden["collect"]["extra"]["stealth"]
     assert stealth["natural"] > stealth["attack"] and stealth["queries_before_alarm"] is None
     assert "stealth:" in hidden["detection"]
+
+
+def test_stealth_never_sends_the_clips_it_calibrated_on() -> None:
+    """A synthactions source ignores the run seed: calibration must not be the mix's first clips."""
+    config = validate_config(
+        {
+            "victim": {"url": "http://victim", "api_key": "k"},
+            "budget": 10,
+            "query": {"source": {"kind": "noise"}},
+            "stealth": {"enabled": True, "natural": NATURAL, "calibration_clips": 60},
+        }
+    )
+    shaper = stealth_shaper(config, SHAPE)
+    assert shaper is not None
+    shaper.stats.natural_fraction = 1.0  # every slot sends a natural clip
+    sent = {q.clip.tobytes() for q in itertools.islice(iter(shaper), 300)}
+    # What the calibration saw: the embedding fitted on the first 60 clips of the natural source.
+    head = np.stack(
+        [q.clip for q in itertools.islice(iter(build_source(NATURAL, shape=SHAPE, seed=7)), 60)]
+    )
+    calibrated = NaturalnessEmbedding.fit(head)
+    assert shaper.embedding == calibrated
+    assert not sent & {clip.tobytes() for clip in head}
