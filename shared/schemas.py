@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 __all__ = [
     "BudgetState",
@@ -105,12 +105,25 @@ class ModelInfo(_Wire):
     ] = None
 
 
-DetectorName = Literal["prada", "none"]
+# prada: PRADA on the victim's penultimate features; prada_stats: PRADA on the naturalness
+# statistics; ood: out-of-distribution rate monitor (energy score, CUSUM); none: no detection.
+DetectorName = Literal["prada", "prada_stats", "ood", "none"]
 DetectionAction = Literal["log", "throttle", "block", "poison"]
 
 
-# Request bodies take numbers and booleans as JSON types only ("5", 0 for false and "0.5" are
-# refused, as the OpenAPI schema says), not pydantic's lax coercions.
+def _json_integer(value: object) -> object:
+    """JSON Schema's integer: a number without a fraction (5 and 5.0), never a string or bool."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# Request bodies take numbers and booleans as the JSON types the OpenAPI schema names ("5", 0
+# for false and "0.5" are refused), not pydantic's lax coercions; 5.0 is an integer, as in JSON
+# Schema.
+JsonInt = Annotated[int, BeforeValidator(_json_integer), Field(strict=True)]
+
+
 class DetectionPolicy(_Wire):
     detector: DetectorName = "none"
     delta: Annotated[float, Field(gt=0.0, lt=1.0, strict=True)] = 0.85
@@ -133,15 +146,15 @@ class DefensePolicy(_Wire):
 
     reverse_sigmoid: ReverseSigmoid | None = None
     gaussian_noise: GaussianNoise | None = None
-    round_decimals: Annotated[int, Field(ge=0, le=8, strict=True)] | None = None
-    top_k: Annotated[int, Field(ge=1, strict=True)] | None = None
+    round_decimals: Annotated[JsonInt, Field(ge=0, le=8)] | None = None
+    top_k: Annotated[JsonInt, Field(ge=1)] | None = None
     label_only: Annotated[bool, Field(strict=True)] = False
 
 
 class KeyCreate(_Wire):
-    budget: Annotated[int, Field(ge=0, le=10**12, strict=True)]
+    budget: Annotated[JsonInt, Field(ge=0, le=10**12)]
     output: OutputMode = OutputMode.PROBS
-    top_k: Annotated[int, Field(ge=1, strict=True)] = 5
+    top_k: Annotated[JsonInt, Field(ge=1)] = 5
     name: Annotated[str, Field(min_length=1, max_length=128)] = "client"
     detection: DetectionPolicy = Field(default_factory=DetectionPolicy)
     defenses: DefensePolicy = Field(default_factory=DefensePolicy)
@@ -166,7 +179,7 @@ class KeyCreated(KeyPublic):
 
 
 class TopUp(_Wire):
-    amount: Annotated[int, Field(gt=0, le=10**12, strict=True)]
+    amount: Annotated[JsonInt, Field(gt=0, le=10**12)]
 
 
 class DetectionStatus(_Wire):
@@ -177,6 +190,9 @@ class DetectionStatus(_Wire):
     queries: int
     distances: int
     w: float | None = None
+    score: float | None = Field(
+        default=None, description="the detector's statistic: PRADA's W, or the ood CUSUM S"
+    )
     alarm: bool = False
     alarm_at: datetime | None = None
     alarm_query: int | None = None

@@ -145,16 +145,24 @@ async def test_every_answer_to_bad_requests_is_documented(victim_app: httpx.Asyn
 
 
 async def test_request_bodies_take_json_types_only(victim_app: httpx.AsyncClient) -> None:
-    """What the schema calls a boolean or an integer is not coerced from 0, "5" or 5.0
-    (schemathesis ST201: a schema-violating request was accepted)."""
+    """What the schema calls a boolean or an integer is not coerced from 0, "5" or 5.5
+    (schemathesis ST201: a schema-violating request was accepted); 5.0 is a JSON Schema
+    integer and is taken (ST202: a schema-valid request was rejected)."""
     for body in (
         {"budget": 1, "defenses": {"label_only": 0}},
         {"budget": "5"},
-        {"budget": 5.0},
+        {"budget": 5.5},
+        {"budget": True},
         {"budget": 1, "top_k": "3"},
         {"budget": 1, "detection": {"delta": "0.5"}},
     ):
         response = await victim_app.post("/admin/keys", json=body, headers=ADMIN_HEADERS)
         assert response.status_code == 422, (body, response.text)
-    ok = {"budget": 1, "defenses": {"gaussian_noise": {"sigma": 0}, "reverse_sigmoid": {"beta": 1}}}
-    assert (await victim_app.post("/admin/keys", json=ok, headers=ADMIN_HEADERS)).status_code == 201
+    ok = {
+        "budget": 5.0,
+        "top_k": 3.0,
+        "defenses": {"gaussian_noise": {"sigma": 0}, "reverse_sigmoid": {"beta": 1}, "top_k": 2.0},
+    }
+    created = await victim_app.post("/admin/keys", json=ok, headers=ADMIN_HEADERS)
+    assert created.status_code == 201, created.text
+    assert created.json()["budget"] == 5 and created.json()["defenses"]["top_k"] == 2
