@@ -39,6 +39,7 @@ from _common import RESULTS, git_commit, write_result
 from vidsteal.processes import REPO, VictimProcess, start_redis, start_victim
 
 RECIPE = REPO / "examples" / "blackbox_affine.yaml"
+SEED_RECORD = "bench_seed.json"
 GOAL = ">= 80% sparsity within 2 points of the dense student's top-1 agreement"
 
 
@@ -69,9 +70,10 @@ class Range:
 
     def url(self) -> str:
         if self.victim is None:
-            self.redis = start_redis(self.work / "redis")
+            here = self.work / f"range-{os.getpid()}"
+            self.redis = start_redis(here / "redis")
             self.victim = start_victim(
-                self.redis.url, self.work / "victim.log", admin_token=self.admin, timeout_s=300
+                self.redis.url, here / "victim.log", admin_token=self.admin, timeout_s=300
             )
         return self.victim.url
 
@@ -83,35 +85,75 @@ class Range:
             self.redis.stop()
 
 
+def _reused(run_dir: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """A seed finished earlier with the same prune settings (``--reuse``): its record, or else
+    its report.json and prune/prune.json (CPU time then unknown)."""
+    record = run_dir / SEED_RECORD
+    if record.is_file():
+        data: dict[str, Any] = json.loads(record.read_text())
+        if data.get("settings") == settings and "error" not in data:
+            return {**data, "reused": True}
+    report, pruned = run_dir / "report.json", run_dir / "prune" / "prune.json"
+    if not (report.is_file() and pruned.is_file()):
+        return None
+    run, prune = json.loads(report.read_text()), json.loads(pruned.read_text())
+    if prune["settings"] != settings:
+        return None
+    rows = prune["rounds"]
+    return {
+        "seed": run.get("seed"),
+        "settings": settings,
+        "run": {"paid": run["collect"]["paid"], "top1_agreement": run["final"]["top1_agreement"]},
+        "prune": {
+            k: prune[k] for k in ("rounds", "summary", "rewind_taken_at", "train", "wall_seconds")
+        },
+        "goal": meets_goal(rows, rows[0]["top1_agreement"]),
+        "cpu_seconds": None,
+        "reused": True,
+    }
+
+
 def seed_job(job: dict[str, Any]) -> dict[str, Any]:
-    """One seed in its own process with one torch thread: the run (unless reused), then prune."""
-    import torch
-
-    torch.set_num_threads(1)
-    from attacker.config import load_config
-    from attacker.prune import PruneSettings
-    from attacker.run import run_attack
-
-    cpu_started = time.process_time()
+    """One seed in its own process with one torch thread: the run, then prune; the result is
+    also written to RUN_DIR/bench_seed.json. An error is returned, not raised."""
     run_dir = Path(job["run_dir"])
-    if job["reuse"] and (run_dir / "report.json").is_file():
-        run = json.loads((run_dir / "report.json").read_text())
-        made: dict[str, Any] = {"reused": True}
-    else:
+    if job["reuse"]:
+        earlier = _reused(run_dir, job["settings"])
+        if earlier is not None:
+            return {**earlier, "seed": job["seed"]}
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+        from attacker.config import load_config
+        from attacker.prune import PruneSettings
+        from attacker.run import run_attack
+
+        cpu_started = time.process_time()
         config = load_config(RECIPE, job["overrides"])
         started = time.perf_counter()
         run = asyncio.run(run_attack(config, show_progress=False))
-        made = {"wall_seconds": round(time.perf_counter() - started, 1)}
-    made.update(paid=run["collect"]["paid"], top1_agreement=run["final"]["top1_agreement"])
-    pruned = prune_seed(run_dir, PruneSettings(**job["settings"]))
-    dense = pruned["rounds"][0]["top1_agreement"]
-    return {
-        "seed": job["seed"],
-        "run": made,
-        "prune": pruned,
-        "goal": meets_goal(pruned["rounds"], dense),
-        "cpu_seconds": round(time.process_time() - cpu_started, 1),
-    }
+        made = {
+            "wall_seconds": round(time.perf_counter() - started, 1),
+            "paid": run["collect"]["paid"],
+            "stopped_by": run["collect"]["stopped_by"],
+            "top1_agreement": run["final"]["top1_agreement"],
+        }
+        pruned = prune_seed(run_dir, PruneSettings(**job["settings"]))
+        dense = pruned["rounds"][0]["top1_agreement"]
+        result = {
+            "seed": job["seed"],
+            "settings": job["settings"],
+            "run": made,
+            "prune": pruned,
+            "goal": meets_goal(pruned["rounds"], dense),
+            "cpu_seconds": round(time.process_time() - cpu_started, 1),
+        }
+    except Exception as exc:  # reported per seed; the other seeds go on
+        result = {"seed": job["seed"], "settings": job["settings"], "error": repr(exc)}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / SEED_RECORD).write_text(json.dumps(result, indent=2) + "\n")
+    return result
 
 
 def prune_seed(run_dir: Path, settings: Any) -> dict[str, Any]:
@@ -193,6 +235,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="prune-bench-"))
     rng = Range(work)
     seeds: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
     try:
         jobs = []
         for seed in args.seeds:
@@ -204,12 +247,12 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 "settings": asdict(settings),
                 "overrides": {},
             }
-            if not (args.reuse and (run_dir / "report.json").is_file()):
+            if not (args.reuse and _reused(run_dir, asdict(settings))):
                 url = rng.url()
                 job["overrides"] = {
                     "victim.url": url,
-                    "victim.api_key": _key(url, rng.admin, budget=args.budget, output="probs"),
-                    "victim.eval_api_key": _key(url, rng.admin, budget=1000, output="label"),
+                    "victim.api_key": _key(url, rng.admin, budget=args.budget + 10, output="probs"),
+                    "victim.eval_api_key": _key(url, rng.admin, budget=1010, output="label"),
                     "budget": args.budget,
                     "seed": seed,
                     "redis_url": rng.redis.url,
@@ -221,6 +264,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
             for future in as_completed([pool.submit(seed_job, job) for job in jobs]):
                 done = future.result()
+                if "error" in done:
+                    errors.append(done)
+                    print(f"seed {done['seed']}: failed: {done['error']}", flush=True)
+                    continue
                 seeds.append(done)
                 print(f"seed {done['seed']}: run {done['run']}", flush=True)
                 for row in done["prune"]["rounds"]:
@@ -233,7 +280,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         rng.stop()
     seeds.sort(key=lambda s: s["seed"])
-    cpu = sum(s["cpu_seconds"] for s in seeds) + rng.victim_cpu
+    if errors:
+        raise SystemExit(f"{len(errors)} seed(s) failed; nothing written: {errors}")
+    measured = [s["cpu_seconds"] for s in seeds if s["cpu_seconds"] is not None]
+    cpu = sum(measured) + rng.victim_cpu
     return {
         "command": " ".join(sys.argv),
         "recipe": str(RECIPE.relative_to(REPO)),
@@ -244,8 +294,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "biases and norms kept",
         "eval": "the run's eval_set.npz: 1,000 held-out SynthActions clips (seed 424242)",
         "cpu_minutes": round(cpu / 60, 1),
-        "cpu_note": "jobs' process CPU plus the victim's; the machine was shared with other "
-        "engineers' benchmarks, so wall time says little",
+        "cpu_note": "jobs' process CPU plus this invocation's victim's, for the seeds measured "
+        f"in this invocation ({len(measured)} of {len(seeds)}; reused seeds keep their own "
+        "cpu_seconds where recorded); the machine was shared with other engineers' "
+        "benchmarks, so wall time says little",
         "summary": summarise(seeds),
         "per_seed": seeds,
     }
