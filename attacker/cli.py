@@ -196,6 +196,7 @@ def transfer_command(
     ] = 515151,
     seed: Annotated[int, typer.Option(help="Seed of the noise control and random start.")] = 0,
     random_start: Annotated[bool, typer.Option(help="Start PGD at a random point.")] = False,
+    momentum: Annotated[float, typer.Option(help="MI-FGSM momentum (0: plain PGD).")] = 0.0,
     victim_url: Annotated[str | None, typer.Option(help="Victim (default: the run's).")] = None,
     api_key: Annotated[
         str | None, typer.Option(envvar="VIDSTEAL_API_KEY", help="Key paying for the queries.")
@@ -222,6 +223,7 @@ def transfer_command(
             source_seed=source_seed,
             seed=seed,
             random_start=random_start,
+            momentum=momentum,
             victim_url=victim_url,
             api_key=api_key,
             redis_url=redis_url,

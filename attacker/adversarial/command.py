@@ -55,6 +55,7 @@ class TransferRequest:
         source_seed: int = 515151,
         seed: int = 0,
         random_start: bool = False,
+        momentum: float = 0.0,
         victim_url: str | None = None,
         api_key: str | None = None,
         redis_url: str | None = None,
@@ -82,6 +83,7 @@ class TransferRequest:
                 step_size=step_size,
                 perturbation=kind,
                 random_start=random_start,
+                momentum=momentum,
             )
             for kind in kinds
             for e in sorted(set(eps))

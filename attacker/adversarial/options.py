@@ -23,6 +23,9 @@ class PGDOptions:
     step_size: float | None = None  # default 2.5 * eps / steps (Madry et al.)
     perturbation: Perturbation = "per-frame"
     random_start: bool = False
+    # MI-FGSM (Dong et al., 2018): steps follow the sign of a running sum of L1-normalised
+    # gradients decayed by ``momentum``; 0 is plain PGD.
+    momentum: float = 0.0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.eps) and 1 <= self.eps <= 255):
@@ -33,6 +36,8 @@ class PGDOptions:
             math.isfinite(self.step_size) and self.step_size > 0
         ):
             raise ValueError(f"step size must be positive (pixel units), got {self.step_size}")
+        if not (math.isfinite(self.momentum) and 0 <= self.momentum <= 10):
+            raise ValueError(f"momentum must be in 0..10, got {self.momentum}")
         if self.perturbation not in PERTURBATIONS:
             raise ValueError(
                 f"perturbation must be one of {', '.join(PERTURBATIONS)}, got {self.perturbation!r}"

@@ -59,8 +59,9 @@ def pgd_linf(
     on_batch: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Untargeted PGD: ascend the cross-entropy of ``labels`` by ``options.steps`` signed
-    gradient steps, projecting delta onto the L-inf ball after each (and the clip onto 0..255
-    for a per-frame delta). Returns the adversarial clips (uint8, same shape as ``clips``)."""
+    gradient steps (of the momentum-accumulated gradient when ``options.momentum`` > 0),
+    projecting delta onto the L-inf ball after each (and the clip onto 0..255 for a per-frame
+    delta). Returns the adversarial clips (uint8, same shape as ``clips``)."""
     _check(clips)
     if labels.shape != (clips.shape[0],):
         raise ValueError(f"need one label per clip, got {labels.shape} for {clips.shape[0]}")
@@ -73,10 +74,15 @@ def pgd_linf(
         delta = torch.zeros(shape)
         if options.random_start:
             delta = (torch.rand(shape, generator=generator) * 2 - 1) * radius
+        velocity = torch.zeros(shape)
         for _ in range(options.steps):
             delta.requires_grad_(True)
             loss = F.cross_entropy(logits_fn((x + delta).clamp(0, 255)), y, reduction="sum")
             (grad,) = torch.autograd.grad(loss, [delta])
+            if options.momentum > 0:
+                scale = grad.abs().mean(dim=(1, 2, 3, 4), keepdim=True).clamp_min(1e-12)
+                velocity = options.momentum * velocity + grad / scale
+                grad = velocity
             delta = (delta.detach() + options.step * grad.sign()).clamp(-radius, radius)
             if options.perturbation == "per-frame":
                 delta = (x + delta).clamp(0, 255) - x

@@ -62,8 +62,8 @@ def test_pgd_raises_the_clone_loss(
 ) -> None:
     clips, labels = clips_and_labels
     clean = _loss(student, clips, labels)
-    for perturbation in ("per-frame", "shared"):
-        options = PGDOptions(eps=8, steps=5, perturbation=perturbation)
+    for perturbation, momentum in (("per-frame", 0.0), ("shared", 0.0), ("per-frame", 1.0)):
+        options = PGDOptions(eps=8, steps=5, perturbation=perturbation, momentum=momentum)  # type: ignore[arg-type]
         adversarial = pgd_linf(student_logits_fn(student), clips, labels, options)
         attacked = _loss(student, adversarial, labels)
         noise = _loss(
@@ -136,6 +136,7 @@ def test_options_are_checked() -> None:
         {"eps": 8, "steps": 0},
         {"eps": 8, "step_size": -1},
         {"eps": 8, "perturbation": "per-pixel"},
+        {"eps": 8, "momentum": -1.0},
     ):
         with pytest.raises(ValueError):
             PGDOptions(**bad)
