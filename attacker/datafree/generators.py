@@ -3,7 +3,8 @@ with values in [0, 1], differentiable end to end.
 
 - ``motion``: a content code and a motion code. Two 2D decoders draw a background and an RGBA
   sprite; a motion head draws per-frame trajectories (translation, scale, rotation, brightness)
-  from a temporal basis (ramps, sines at a few frequencies, per-frame jitter), and each frame is
+  from a temporal basis (ramps, sines at a few frequencies, per-frame jitter), each parameter
+  gated on or off and following mostly one basis function, and each frame is
   the sprite warped by its frame's affine transform (``affine_grid`` / ``grid_sample``) and
   composited over the background. Frames differ by construction: the clip is content that moves.
 - ``conv3d``: a DCGAN-style stack of 3D transposed convolutions (space and time upsampled
@@ -86,7 +87,11 @@ class MotionGenerator(VideoGenerator):
     """Background + moving RGBA sprite; see the module docstring.
 
     ``motion_gain`` scales the motion head's initial output (how far the untrained generator's
-    sprites move); ``jitter`` bounds the per-frame translation noise (shake).
+    sprites move); ``jitter`` bounds the per-frame translation noise (shake); ``contrast`` and
+    ``alpha_bias`` scale colours and the sprite's opacity before their sigmoids. Measured on 256
+    clips of the untrained generator, the embedded victim's answers spread over 13 of 16 classes
+    (at least 2% each; class entropy 2.49 nats, stacked-affine clips 2.65) with the gated basis
+    and ``motion_gain=3``, against 5 classes (1.62 nats) for an ungated blend of the basis.
     """
 
     PARAMS = 5  # tx, ty, log-scale, angle, log-brightness
@@ -101,8 +106,11 @@ class MotionGenerator(VideoGenerator):
         height: int,
         width: int,
         channels: int = 32,
-        motion_gain: float = 1.0,
+        motion_gain: float = 3.0,
         jitter: float = 0.15,
+        contrast: float = 1.0,
+        alpha_bias: float = 0.0,
+        sharpness: float = 4.0,
     ) -> None:
         super().__init__()
         self.latent_dim, self.frames, self.height, self.width = latent_dim, frames, height, width
@@ -113,13 +121,16 @@ class MotionGenerator(VideoGenerator):
         self.motion = nn.Sequential(
             nn.Linear(latent_dim, 4 * latent_dim),
             nn.ReLU(inplace=True),
-            nn.Linear(4 * latent_dim, self.PARAMS * k + 2 * frames),
+            nn.Linear(4 * latent_dim, self._motion_outputs(k, frames)),
         )
         last = self.motion[-1]
         assert isinstance(last, nn.Linear)
         nn.init.normal_(last.weight, std=motion_gain / math.sqrt(4 * latent_dim))
         nn.init.zeros_(last.bias)
         self.jitter = jitter
+        self.sharpness = sharpness
+        self.contrast = contrast
+        self.alpha_bias = alpha_bias
         # An object-sized window: the sprite's alpha fades out away from its centre.
         ys = torch.linspace(-1.0, 1.0, height).view(height, 1)
         xs = torch.linspace(-1.0, 1.0, width).view(1, width)
@@ -127,22 +138,35 @@ class MotionGenerator(VideoGenerator):
             "window", torch.exp(-(xs**2 + ys**2) / (2 * 0.45**2)), persistent=False
         )
 
+    def _motion_outputs(self, k: int, frames: int) -> int:
+        # Per parameter: K basis gates, an amplitude and an on/off gate; then jitter and its gate.
+        return self.PARAMS * (k + 2) + 2 * frames + 1
+
     def trajectories(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, 5, T) bounded parameters per frame, and (B, 2, T) per-frame jitter."""
+        """(B, 5, T) raw parameters per frame, and (B, 2, T) per-frame jitter.
+
+        Each parameter follows mostly one basis function (a softmax over the basis at
+        ``sharpness``) and is switched on or off by a gate, so a clip tends to show one or two
+        clean motions (a drift, a spin, an oscillation, a blink) rather than a blend of all.
+        """
         out = self.motion(z)
-        k = self.basis.shape[0]
-        coeffs = out[:, : self.PARAMS * k].view(-1, self.PARAMS, k)
-        raw = coeffs @ self.basis  # B P T
-        jitter = self.jitter * torch.tanh(out[:, self.PARAMS * k :].view(-1, 2, self.frames))
+        b, k, p = z.shape[0], self.basis.shape[0], self.PARAMS
+        gates = out[:, : p * k].view(b, p, k)
+        amplitude = out[:, p * k : p * (k + 1)]
+        active = torch.sigmoid(self.sharpness * out[:, p * (k + 1) : p * (k + 2)])
+        weights = torch.softmax(self.sharpness * gates, dim=-1) * (amplitude * active).unsqueeze(-1)
+        raw = weights @ self.basis  # B P T
+        rest = out[:, p * (k + 2) :]
+        shake = torch.sigmoid(self.sharpness * rest[:, -1:]).unsqueeze(-1)  # B 1 1
+        jitter = self.jitter * shake * torch.tanh(rest[:, :-1].reshape(b, 2, self.frames))
         return raw, jitter
 
     def forward(self, z: Tensor) -> Tensor:
         b, t, h, w = z.shape[0], self.frames, self.height, self.width
-        background = torch.sigmoid(self.background(z))  # B 3 H W
+        background = torch.sigmoid(self.contrast * self.background(z))  # B 3 H W
         sprite = self.sprite(z)  # B 4 H W
-        rgba = torch.cat(
-            [torch.sigmoid(sprite[:, :3]), torch.sigmoid(sprite[:, 3:]) * self.window], dim=1
-        )
+        alpha = torch.sigmoid(sprite[:, 3:] + self.alpha_bias) * self.window
+        rgba = torch.cat([torch.sigmoid(self.contrast * sprite[:, :3]), alpha], dim=1)
         raw, jitter = self.trajectories(z)
         tx = 0.7 * torch.tanh(raw[:, 0]) + jitter[:, 0]  # B T, in [-1, 1] image coordinates
         ty = 0.7 * torch.tanh(raw[:, 1]) + jitter[:, 1]
