@@ -87,6 +87,20 @@ def _randomize(model: Any, rng: np.random.Generator) -> None:
         variable.assign(value.astype(np.float32))
 
 
+def _calibrate(model: Any, clips: np.ndarray) -> None:
+    """Keep activations at the scale of a trained network: set each BatchNorm's moving mean and
+    variance to the statistics of its input on ``clips`` (one training-mode pass with momentum
+    0, so every layer sees inputs already normalised by the layers before it). With raw random
+    statistics, deep variants compound the scale: A1 and A2 logits reached 689 and 2,318."""
+    tf = _tf()
+    norms = [m for m in model.submodules if hasattr(m, "moving_variance")]  # tf_keras BNs
+    # Momentum 0 on every one (the backbone's norm_momentum does not reach all of them): the
+    # moving statistics become this pass's batch statistics. No variable's layout changes.
+    for norm in norms:
+        norm.momentum = 0.0
+    model(tf.constant(clips), training=True)
+
+
 def export_npz(checkpoint: str, out: Path) -> int:
     """Every variable of a TF checkpoint, by checkpoint key, into an .npz; returns the count."""
     tf = _tf()
@@ -103,7 +117,12 @@ def export_npz(checkpoint: str, out: Path) -> int:
 
 
 def _reference_case(
-    case: str, work: Path, clips: dict[str, np.ndarray], seed: int, num_classes: int
+    case: str,
+    work: Path,
+    clips: dict[str, np.ndarray],
+    calibration: np.ndarray,
+    seed: int,
+    num_classes: int,
 ) -> dict[str, Any]:
     tf = _tf()
     variant, _, kind = case.partition("_")
@@ -113,12 +132,14 @@ def _reference_case(
     first = next(iter(clips.values()))
     model(tf.constant(first), training=False)  # builds the variables
     _randomize(model, np.random.default_rng(seed))
+    _calibrate(model, calibration)
     started = time.perf_counter()
     logits = {k: model(tf.constant(v), training=False).numpy() for k, v in clips.items()}
     tf_seconds = time.perf_counter() - started
     prefix = tf.train.Checkpoint(model=model).save(str(work / case / "ckpt"))
     count = export_npz(prefix, work / case / "variables.npz")
     np.savez(work / case / "tf_logits.npz", **logits)
+    (work / case / "calibrated").touch()  # --reuse takes only references made this way
     trainable = int(sum(np.prod(v.shape) for v in model.trainable_variables))
     return {
         "variant": variant,
@@ -132,6 +153,8 @@ def _reference_case(
 def _reused_case(case: str, work: Path) -> dict[str, Any]:
     """A case whose reference half a previous run of the same config left in ``work``."""
     variant, _, kind = case.partition("_")
+    if not (work / case / "calibrated").is_file():
+        raise SystemExit(f"--reuse: {work / case} predates BatchNorm calibration; rerun it")
     with np.load(work / case / "variables.npz") as archive:
         names = archive.files
         trainable = sum(  # every variable but BatchNorm statistics and bookkeeping
@@ -177,6 +200,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "odd": (1, args.frames - 1, args.size + 1, args.size + 3, 3),
     }
     clips = {k: rng.uniform(0.0, 1.0, s).astype(np.float32) for k, s in shapes.items()}
+    # BatchNorm statistics come from other clips of the same distribution (see _calibrate).
+    calibration_shape = (4, args.frames, args.size, args.size, 3)
+    calibration = rng.uniform(0.0, 1.0, calibration_shape).astype(np.float32)
     if args.reuse and (work / "clips.npz").is_file():
         kept = dict(np.load(work / "clips.npz"))
         if kept.keys() != clips.keys() or any(not np.array_equal(kept[k], clips[k]) for k in kept):
@@ -191,7 +217,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             cases[case] = _reused_case(case, work)
         else:
             print(f"[{case}] reference", flush=True)
-            cases[case] = _reference_case(case, work, clips, args.seed, args.num_classes)
+            cases[case] = _reference_case(
+                case, work, clips, calibration, args.seed, args.num_classes
+            )
 
     print("[torch] comparing", flush=True)
     compare = [args.torch_python, str(Path(__file__).resolve()), "--torch-side", str(work)]
@@ -219,8 +247,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "tf_models": _version("tf-models-no-deps") or _version("tf-models-official"),
             "python": platform.python_version(),
             "stream_reference_options": STREAM_TF_OPTIONS,
-            "weights": "random: He-normal kernels, BN gamma/var U(0.5,1.5), beta/mean/bias "
-            "N(0,0.1), residual scales U(0.3,1)",
+            "weights": "random: He-normal kernels, BN gamma U(0.5,1.5), beta/bias N(0,0.1), "
+            "residual scales U(0.3,1); BN moving mean/variance = batch statistics of "
+            f"{calibration_shape[0]} other random clips {calibration_shape[1:]} (one "
+            "training-mode pass, momentum 0), so activations keep unit scale",
         },
         "cases": cases,
         "a2_parameter_count": a2_counts,
