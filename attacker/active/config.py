@@ -22,7 +22,7 @@ class SelectConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    strategy: Strategy = "entropy"
+    strategy: Strategy = "balanced"  # the best measured (README, "Active query selection")
     # Candidates drawn (locally, unpaid) per clip paid for; the bandit draws exactly what it pays.
     pool_factor: Annotated[int, Field(ge=1, le=64)] = 8
     # The budget is spent in this many equal rounds; the student is trained after each one (the

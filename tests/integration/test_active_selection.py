@@ -16,7 +16,7 @@ from attacker.config import ConfigError, load_config
 from attacker.data import TransferSet
 from attacker.run import run_attack
 
-EXAMPLE = REPO / "examples" / "active_entropy.yaml"
+EXAMPLE = REPO / "examples" / "active_selection.yaml"
 
 
 async def _config(
