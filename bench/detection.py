@@ -1,15 +1,23 @@
-"""Detection vs attacks on equal terms, in one run (writes bench/results/detection.json + PNG).
+"""Every detector against every query stream, in one run (bench/results/detection.json + PNG).
 
-For each attacker source (noise, stacked-affine, layered stacked-affine, video folder, labelled
-subset, stealth) a fresh key with PRADA in "log" mode (so the stream continues) answers
-``--budget`` queries sent in batches of 10 (PRADA tests every 10th query); after each batch the
-bench reads W from the admin API, so the first alarm at each delta (0.85 / 0.90 / 0.95) comes
-from one trajectory. A student is then trained on the queries sent before the alarm at the
-default delta (0.85) and its fidelity measured on held-out SynthActions clips. Benign traffic:
-5,000 SynthActions clips from unseen seeds in sessions of same-class clips (a realistic order),
-and 5,000 clips decoded from a folder of mp4 videos.
+Streams: the attacker's sources (noise, stacked affine, layered stacked affine, a video folder of
+layered affine scenes made here as mp4, the grey-box mix of 5% labelled SynthActions + 95%
+layered affine, and stealth: stacked affine mixed with labelled SynthActions to keep the
+naturalness statistics' W high) for ``--budget`` queries each; benign
+traffic: ``--benign`` SynthActions clips of seed 31337 in sessions of same-class clips (a
+realistic order), and ``--benign-videos`` clips decoded from a folder of mp4 SynthActions videos
+of seed 8080. No detector has seen these seeds (the OOD calibration is seed 9001).
 
-Run: .venv/bin/python bench/detection.py [--budget 2000] [--benign 5000]
+The victim app runs in process with its real Redis-backed detectors. The model answers each
+batch of 10 once (``services.batcher``, the request path's forward pass: logits and features);
+then every detector (``prada`` on the victim's features, ``prada_stats`` on the naturalness
+statistics, ``ood``) observes that batch under its own key through
+``services.detection.observe``, as ``/v1/classify`` does after charging. So all detectors are
+judged on identical streams at one model cost. Per stream and detector: the first alarm (PRADA
+also at delta 0.90 / 0.95 from its W trajectory), the last statistic, and false alarms for the
+benign streams. Agreement at the first alarm is the scoreboard's (issue 12.3), not measured here.
+
+Run: nice -n 10 .venv/bin/python bench/detection.py [--budget 1000] [--benign 10000]
 """
 
 from __future__ import annotations
@@ -17,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import secrets
 import sys
 import tempfile
 import time
@@ -25,33 +32,31 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, write_result
 
-from attacker.data import TransferManifest, TransferSet, TransferSetWriter
-from attacker.eval.fidelity import EvalSet, evaluate
 from attacker.sources import ClipShape, QueryClip, build_source
 from attacker.stealth import StealthShaper
-from attacker.students import StudentPreprocessing, create_student
-from attacker.train.loop import TrainSettings, train_student
-from attacker.train.losses import build_loss
-from shared.codec import NPY_CONTENT_TYPE, encode_npy
 from shared.detection import NaturalnessEmbedding
-from shared.schemas import OutputMode
+from shared.schemas import DetectionPolicy, DetectorName
 from shared.synthactions import NUM_CLASSES, SynthActions
 from shared.video import encode_mp4
 from victim_server.app import create_app
+from victim_server.detection.base import Observation
+from victim_server.services import Services
 from victim_server.settings import Settings
 from vidsteal.processes import start_redis
 
+DETECTORS: tuple[DetectorName, ...] = ("prada", "prada_stats", "ood")
+DEFAULT_DETECTOR = "prada"
 DELTAS = (0.85, 0.90, 0.95)
 DEFAULT_DELTA = 0.85
 SHAPE = ClipShape(16, 32, 32)
-BATCH = 10
+BATCH = 10  # clips per request, as detectors see them
+CHUNK = 100  # clips per forward pass
 
 
 def video_folder(root: Path, *, seed: int, videos: int, layered: bool) -> Path:
@@ -93,232 +98,169 @@ def realistic_benign(seed: int) -> Iterator[QueryClip]:
 
 
 async def trajectory(
-    client: httpx.AsyncClient,
-    admin: dict[str, str],
+    services: Services,
+    name: str,
     stream: Iterator[QueryClip],
     budget: int,
     shaper: StealthShaper | None = None,
 ) -> dict[str, Any]:
-    key = (
-        await client.post(
-            "/admin/keys",
-            headers=admin,
-            json={
-                "budget": budget,
-                "output": "probs",
-                "detection": {"detector": "prada", "delta": DEFAULT_DELTA, "action": "log"},
-            },
-        )
-    ).json()
-    auth = {"Authorization": f"Bearer {key['api_key']}", "Content-Type": NPY_CONTENT_TYPE}
-    sent: list[QueryClip] = []
-    answers: list[dict[str, Any]] = []
-    ws: list[tuple[int, float]] = []
-    started = time.perf_counter()
-    while len(sent) < budget:
-        batch = list(itertools.islice(stream, BATCH))
-        if not batch:
-            break
-        r = await client.post(
-            "/v1/classify", content=encode_npy(np.stack([q.clip for q in batch])), headers=auth
-        )
-        r.raise_for_status()
-        results = r.json()["results"]
-        if shaper is not None:
-            shaper.observe(batch, results)
-        sent += batch
-        answers += results
-        status = (await client.get(f"/admin/keys/{key['key_id']}/detection", headers=admin)).json()
-        if status["w"] is not None:
-            ws.append((status["queries"], status["w"]))
-    first = {str(d): next((q for q, w in ws if w < d), None) for d in DELTAS}
-    return {
-        "queries": len(sent),
-        "first_alarm": first,
-        "min_w": min((w for _, w in ws), default=None),
-        "final_w": ws[-1][1] if ws else None,
-        "w_trajectory": ws,
-        "seconds": round(time.perf_counter() - started, 1),
-        "_sent": sent,
-        "_answers": answers,
+    """Answer ``budget`` queries of ``stream`` once; every detector observes each batch."""
+    policies = {
+        d: DetectionPolicy(detector=d, delta=DEFAULT_DELTA, action="log") for d in DETECTORS
     }
-
-
-def fidelity_before(
-    sent: list[QueryClip],
-    answers: list[dict[str, Any]],
-    limit: int,
-    eval_set: EvalSet,
-    workdir: Path,
-    epochs: int,
-) -> float | None:
-    if limit < 50:
-        return None  # too few answers to train anything meaningful
-    manifest = TransferManifest(
-        victim={},
-        output="probs",
-        labels=[str(i) for i in range(NUM_CLASSES)],
-        clip_shape=[16, 32, 32, 3],
-    )
-    with TransferSetWriter(workdir, manifest) as writer:
-        for q, a in zip(sent[:limit], answers[:limit], strict=True):
-            writer.append(
-                q.clip,
-                clip_hash=f"{len(writer.manifest.victim)}",
-                recipe={},
-                result=a,
-                true_label=q.true_label,
-                paid=True,
-            )
-    torch.manual_seed(0)
-    student = create_student(
-        "tiny3d",
-        num_classes=NUM_CLASSES,
-        labels=manifest.labels,
-        preprocessing=StudentPreprocessing(16, 32, 32, (0.45,) * 3, (0.225,) * 3),
-    )
-    train_student(
-        student,
-        TransferSet(workdir),
-        build_loss("kl", OutputMode.PROBS),
-        TrainSettings(epochs=epochs, lr=1.5e-3),
-        show_progress=False,
-    )
-    return evaluate(student, eval_set).top1_agreement
+    curves: dict[str, list[tuple[int, float]]] = {d: [] for d in DETECTORS}
+    alarms: dict[str, int | None] = dict.fromkeys(DETECTORS)
+    seconds = dict.fromkeys(DETECTORS, 0.0)
+    sent = 0
+    started = time.perf_counter()
+    # The model answers CHUNK clips per forward pass (a stealth stream: one request at a time,
+    # it steers on each answer); detectors observe them as requests of BATCH clips.
+    chunk = BATCH if shaper is not None else CHUNK
+    while sent < budget:
+        queries = list(itertools.islice(stream, min(chunk, budget - sent)))
+        if not queries:
+            break
+        all_clips = np.stack([q.clip for q in queries])
+        output = await services.batcher.submit(all_clips)
+        if shaper is not None:
+            shaper.observe(queries, [{"index": int(i)} for i in output.logits.argmax(axis=1)])
+        sent += len(queries)
+        for start in range(0, len(queries), BATCH):
+            part = slice(start, start + BATCH)
+            features = None if output.features is None else output.features[part]
+            batch = Observation(all_clips[part], output.logits[part], features, delta=DEFAULT_DELTA)
+            for detector in DETECTORS:
+                t0 = time.perf_counter()
+                verdict = await services.detection.observe(
+                    f"{name}-{detector}", policies[detector], batch
+                )
+                seconds[detector] += time.perf_counter() - t0
+                assert verdict is not None
+                if verdict.score is not None:
+                    curves[detector].append((verdict.queries, round(verdict.score, 4)))
+                if alarms[detector] is None and verdict.alarm:
+                    alarms[detector] = verdict.alarm_query
+    result: dict[str, Any] = {"queries": sent, "seconds": round(time.perf_counter() - started, 1)}
+    for detector in DETECTORS:
+        curve = curves[detector]
+        row: dict[str, Any] = {
+            "first_alarm": alarms[detector],
+            "final_score": curve[-1][1] if curve else None,
+            "ms_per_clip_observe": round(1e3 * seconds[detector] / max(sent, 1), 3),
+            "curve": curve[:: max(1, len(curve) // 200)],
+        }
+        if detector.startswith("prada"):
+            row["min_w"] = min((w for _, w in curve), default=None)
+            row["first_w_below"] = {
+                str(d): next((q for q, w in curve if w < d), None) for d in DELTAS
+            }
+        result[detector] = row
+    return result
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     results: dict[str, Any] = {
         "budget": args.budget,
         "benign_queries": args.benign,
+        "benign_video_queries": args.benign_videos,
+        "batch": BATCH,
+        "detectors": list(DETECTORS),
+        "default_detector": DEFAULT_DETECTOR,
         "deltas": list(DELTAS),
         "default_delta": DEFAULT_DELTA,
         "attacks": {},
         "benign": {},
     }
-    admin_token = secrets.token_hex(16)
-    admin = {"Authorization": f"Bearer {admin_token}"}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         redis = start_redis(tmp / "redis")
-        app = create_app(Settings(admin_token=admin_token, redis_url=redis.url))  # type: ignore[arg-type]
+        app = create_app(Settings(admin_token="b" * 32, redis_url=redis.url, threads=1))  # type: ignore[arg-type]
         try:
             async with app.router.lifespan_context(app):
-                transport = httpx.ASGITransport(app=app)
-                async with httpx.AsyncClient(
-                    transport=transport, base_url="http://v", timeout=120
-                ) as client:
-                    eval_clips, eval_labels = SynthActions(seed=424242).batch(0, 500)
-                    key = (
-                        await client.post(
-                            "/admin/keys", headers=admin, json={"budget": 500, "output": "label"}
+                services: Services = app.state.services
+                results["ood_calibration"] = services.detection.detectors["ood"].calibration.source  # type: ignore[attr-defined]
+                videos = video_folder(tmp / "aux_videos", seed=5, videos=120, layered=True)
+                natural = {"kind": "synthactions", "seed": 777, "labelled": True}
+                attacks: dict[str, Any] = {
+                    "noise": {"kind": "noise"},
+                    "stacked_affine": {"kind": "stacked_affine"},
+                    "stacked_affine_layered": {"kind": "stacked_affine", "layered": 0.8},
+                    "video_folder": {
+                        "kind": "video_folder",
+                        "root": str(videos),
+                        "clips_per_video": 8,
+                    },
+                    "mix_5pct_labelled": {
+                        "kind": "mix",
+                        "parts": [
+                            {"source": natural, "weight": 0.05},
+                            {"source": {"kind": "stacked_affine", "layered": 0.8}, "weight": 0.95},
+                        ],
+                    },
+                }
+                for name, config in [*attacks.items(), ("stealth", None)]:
+                    print(f"attack {name} ...", flush=True)
+                    shaper = None
+                    if config is None:
+                        natural_stream = iter(build_source(natural, shape=SHAPE, seed=0))
+                        calib = np.stack([q.clip for q in itertools.islice(natural_stream, 400)])
+                        shaper = StealthShaper(
+                            iter(build_source(attacks["stacked_affine"], shape=SHAPE, seed=0)),
+                            natural_stream,  # continues after the calibration clips
+                            NaturalnessEmbedding.fit(calib),
+                            target_w=0.95,
                         )
-                    ).json()
-                    eval_auth = {
-                        "Authorization": f"Bearer {key['api_key']}",
-                        "Content-Type": NPY_CONTENT_TYPE,
-                    }
-                    victim_top1 = []
-                    for start in range(0, len(eval_clips), 250):
-                        r = await client.post(
-                            "/v1/classify",
-                            headers=eval_auth,
-                            content=encode_npy(eval_clips[start : start + 250]),
-                        )
-                        victim_top1 += [x["index"] for x in r.json()["results"]]
-                    eval_set = EvalSet(eval_clips, np.array(victim_top1), eval_labels)
-                    videos = video_folder(tmp / "aux_videos", seed=5, videos=120, layered=True)
-                    natural = {"kind": "synthactions", "seed": 777, "labelled": True}
-                    attacks: dict[str, Any] = {
-                        "noise": {"kind": "noise"},
-                        "stacked_affine": {"kind": "stacked_affine"},
-                        "stacked_affine_layered": {"kind": "stacked_affine", "layered": 0.8},
-                        "video_folder": {
-                            "kind": "video_folder",
-                            "root": str(videos),
-                            "clips_per_video": 8,
-                        },
-                        "labelled_subset": natural,
-                    }
-                    for name, config in [*attacks.items(), ("stealth", None)]:
-                        print(f"attack {name} ...", flush=True)
-                        shaper = None
-                        if config is None:
-                            calib = np.stack(
-                                [
-                                    q.clip
-                                    for q in itertools.islice(
-                                        iter(build_source(natural, shape=SHAPE, seed=1)), 400
-                                    )
-                                ]
-                            )
-                            shaper = StealthShaper(
-                                iter(build_source(attacks["stacked_affine"], shape=SHAPE, seed=0)),
-                                iter(
-                                    build_source({**natural, "offset": 50_000}, shape=SHAPE, seed=0)
-                                ),
-                                NaturalnessEmbedding.fit(calib),
-                                target_w=0.95,
-                            )
-                            stream: Iterator[QueryClip] = iter(shaper)
-                        else:
-                            stream = iter(build_source(config, shape=SHAPE, seed=0))
-                        run = await trajectory(client, admin, stream, args.budget, shaper)
-                        sent, answers = run.pop("_sent"), run.pop("_answers")
-                        alarm = run["first_alarm"][str(DEFAULT_DELTA)]
-                        before = alarm if alarm is not None else len(sent)
-                        run["queries_before_alarm_at_default_delta"] = before
-                        run["fidelity_before_alarm"] = fidelity_before(
-                            sent, answers, before, eval_set, tmp / f"t-{name}", args.epochs
-                        )
-                        if shaper is not None:
-                            run["stealth"] = {
-                                k: v for k, v in shaper.stats.to_dict().items() if k != "w_history"
-                            }
-                        results["attacks"][name] = run
-                        print(
-                            f"  first alarm {run['first_alarm']}; fidelity before alarm "
-                            f"{run['fidelity_before_alarm']}",
-                            flush=True,
-                        )
-                    benign_videos = video_folder(
-                        tmp / "benign_videos", seed=8080, videos=2600, layered=False
-                    )
-                    for name, stream in [
-                        ("synthactions_sessions", realistic_benign(31337)),
-                        (
-                            "video_folder",
-                            (
-                                QueryClip(clip=q.clip, recipe=q.recipe)
-                                for q in build_source(
-                                    {
-                                        "kind": "video_folder",
-                                        "root": str(benign_videos),
-                                        "clips_per_video": 2,
-                                    },
-                                    shape=SHAPE,
-                                    seed=0,
-                                )
-                            ),
-                        ),
-                    ]:
-                        print(f"benign {name} ...", flush=True)
-                        run = await trajectory(client, admin, stream, args.benign)
-                        run.pop("_sent")
-                        run.pop("_answers")
-                        run["false_alarms"] = {
-                            d: run["first_alarm"][d] is not None for d in run["first_alarm"]
+                        stream: Iterator[QueryClip] = iter(shaper)
+                    else:
+                        stream = iter(build_source(config, shape=SHAPE, seed=0))
+                    run = await trajectory(services, name, stream, args.budget, shaper)
+                    if shaper is not None:
+                        run["stealth"] = {
+                            k: v for k, v in shaper.stats.to_dict().items() if k != "w_history"
                         }
-                        results["benign"][name] = run
-                        print(
-                            f"  queries {run['queries']}, min W {run['min_w']}, "
-                            f"first alarm {run['first_alarm']}",
-                            flush=True,
-                        )
+                    results["attacks"][name] = run
+                    print("  " + _line(run), flush=True)
+                benign_videos = video_folder(
+                    tmp / "benign_videos",
+                    seed=8080,
+                    videos=(args.benign_videos + 1) // 2,
+                    layered=False,
+                )
+                benign_streams: list[tuple[str, Iterator[QueryClip], int]] = [
+                    ("synthactions_sessions", realistic_benign(31337), args.benign),
+                    (
+                        "video_folder",
+                        iter(
+                            build_source(
+                                {
+                                    "kind": "video_folder",
+                                    "root": str(benign_videos),
+                                    "clips_per_video": 2,
+                                },
+                                shape=SHAPE,
+                                seed=0,
+                            )
+                        ),
+                        args.benign_videos,
+                    ),
+                ]
+                for name, stream, count in benign_streams:
+                    print(f"benign {name} ...", flush=True)
+                    run = await trajectory(services, f"benign-{name}", stream, count)
+                    for detector in DETECTORS:
+                        run[detector]["false_alarm"] = run[detector]["first_alarm"] is not None
+                    results["benign"][name] = run
+                    print("  " + _line(run), flush=True)
         finally:
             redis.stop()
     return results
+
+
+def _line(run: dict[str, Any]) -> str:
+    return f"{run['queries']} queries, {run['seconds']} s; " + "; ".join(
+        f"{d}: alarm {run[d]['first_alarm']} (last {run[d]['final_score']})" for d in DETECTORS
+    )
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -327,24 +269,30 @@ def plot(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=120)
-    for group, style in (("attacks", "-"), ("benign", ":")):
-        for name, run in results[group].items():
-            traj = run["w_trajectory"]
-            if traj:
-                ax.plot(
-                    [q for q, _ in traj],
-                    [w for _, w in traj],
-                    style,
-                    label=f"{'benign: ' if group == 'benign' else ''}{name}",
-                )
-    for d in DELTAS:
-        ax.axhline(d, color="grey", lw=0.7, ls="--")
-    ax.set_xlabel("queries")
-    ax.set_ylabel("PRADA Shapiro-Wilk W")
-    ax.set_ylim(0.0, 1.01)
-    ax.set_title("PRADA W per query stream (dashed: delta 0.85 / 0.90 / 0.95)", fontsize=9)
-    ax.legend(fontsize=7, loc="lower left")
+    fig, axes = plt.subplots(1, len(DETECTORS), figsize=(15, 4.5), dpi=110)
+    for ax, detector in zip(axes, DETECTORS, strict=True):
+        for group, style in (("attacks", "-"), ("benign", ":")):
+            for name, run in results[group].items():
+                curve = run[detector]["curve"]
+                if curve:
+                    ax.plot(
+                        [q for q, _ in curve],
+                        [v for _, v in curve],
+                        style,
+                        label=f"{'benign: ' if group == 'benign' else ''}{name}",
+                    )
+        if detector.startswith("prada"):
+            for d in DELTAS:
+                ax.axhline(d, color="grey", lw=0.7, ls="--")
+            ax.set_ylim(0.0, 1.01)
+            ax.set_ylabel("Shapiro-Wilk W")
+        else:
+            ax.set_yscale("symlog")
+            ax.set_ylabel("CUSUM S (alarm at the calibrated limit)")
+        ax.set_xscale("log")
+        ax.set_xlabel("queries")
+        ax.set_title(detector, fontsize=9)
+    axes[0].legend(fontsize=6, loc="lower left")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -352,22 +300,18 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--budget", type=int, default=2000)
-    parser.add_argument("--benign", type=int, default=5000)
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--budget", type=int, default=1000)
+    parser.add_argument("--benign", type=int, default=10000)
+    parser.add_argument("--benign-videos", type=int, default=1000)
     arguments = parser.parse_args()
     out = asyncio.run(main(arguments))
     png = RESULTS / "detection.png"
     plot(out, png)
     out["plot"] = str(png.relative_to(RESULTS.parent.parent))
     path = write_result("detection", out)
-    print("\n| stream | first alarm @0.85 | @0.90 | @0.95 | min W | fidelity before alarm |")
+    print("\n| stream | " + " | ".join(f"{d} first alarm" for d in DETECTORS) + " |")
     for group in ("attacks", "benign"):
         for name, run in out[group].items():
-            fa = run["first_alarm"]
-            print(
-                f"| {group[:-1] if group == 'attacks' else 'benign'} {name} | {fa['0.85']} | "
-                f"{fa['0.9']} | {fa['0.95']} | {run['min_w']:.3f} | "
-                f"{run.get('fidelity_before_alarm')} |"
-            )
+            cells = " | ".join(str(run[d]["first_alarm"]) for d in DETECTORS)
+            print(f"| {group[:-1] if group == 'attacks' else 'benign'} {name} | {cells} |")
     print(f"wrote {path}")

@@ -22,8 +22,9 @@ from victim_server.accounting.reconcile import Reconciler
 from victim_server.api import admin, classify, client, health
 from victim_server.api.openapi import install_openapi
 from victim_server.api.problems import install_problem_handlers
-from victim_server.detection.service import DetectionService, load_embedding
-from victim_server.detection.store import PradaStore
+from victim_server.detection.calibration import load_embedding, load_ood_calibration
+from victim_server.detection.registry import build_detectors
+from victim_server.detection.service import DetectionService
 from victim_server.inference.batcher import MicroBatcher
 from victim_server.inference.runner import ModelRunner, resolve_device
 from victim_server.metrics import VictimMetrics
@@ -76,9 +77,12 @@ def create_app(
             config.input,
             packaged_weights_path(config.model_tag).with_suffix(".detection.json"),
         )
+        ood = load_ood_calibration(
+            settings.ood_calibration,
+            packaged_weights_path(config.model_tag).with_suffix(".ood.json"),
+        )
         detection = DetectionService(
-            PradaStore(binary, dim=embedding.dim),
-            embedding,
+            build_detectors(binary, feature_dim=runner.feature_dim, embedding=embedding, ood=ood),
             metrics,
             throttle_retry_after_s=settings.throttle_retry_after_s,
         )

@@ -92,6 +92,49 @@ def evaluate_command(
     )
 
 
+@app.command("calibrate-detectors")
+def calibrate_detectors_command(
+    model: Annotated[str, typer.Option(help="Registry name, 'arch.tag' or 'embedded'.")] = (
+        EMBEDDED_ALIAS
+    ),
+    weights: Annotated[Path | None, typer.Option(help="Local weights file.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Calibration JSON (default: <weights>.ood.json beside the weights)."),
+    ] = None,
+    seed: Annotated[
+        int, typer.Option(help="SynthActions seed of the benign clips (never an eval seed).")
+    ] = 9001,
+    n: Annotated[int, typer.Option(min=100, help="Number of benign clips.")] = 4000,
+    score: Annotated[str, typer.Option(help="Per-clip score: energy or msp.")] = "energy",
+    threads: Annotated[int, typer.Option(help="Torch threads (0: all cores).")] = 0,
+) -> None:
+    """Calibrate the OOD monitor (detector 'ood') on the victim's scores for benign clips."""
+    import torch
+
+    from victim_server.detection.calibration import calibrate_ood
+    from victim_server.inference.runner import ModelRunner
+    from victim_server.models import WeightsError, create_model, model_config
+    from victim_server.models.embedded import packaged_weights_path
+
+    if score not in ("energy", "msp"):
+        _fail(f"--score must be energy or msp, not {score!r}")
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        net = create_model(model, weights=weights)
+    except (WeightsError, KeyError) as exc:
+        _fail(str(exc.args[0] if exc.args else exc))
+        return
+    runner = ModelRunner(net, model_config(net), torch.device("cpu"))
+    calibration = calibrate_ood(runner, seed=seed, clips=n, score=score)  # type: ignore[arg-type]
+    target = out or (weights or packaged_weights_path(runner.config.model_tag)).with_suffix(
+        ".ood.json"
+    )
+    target.write_text(calibration.to_json())
+    typer.echo(json.dumps({"wrote": str(target), "threshold": calibration.threshold}))
+
+
 @app.command("convert-movinet")
 def convert_movinet_command(
     src: Annotated[Path, typer.Argument(help="TF checkpoint (prefix, dir) or .npz export.")],

@@ -80,6 +80,13 @@ class VictimMetrics:
             registry=r,
             multiprocess_mode="mostrecent",
         )
+        self.detection_score = Gauge(
+            "vidsteal_detection_score",
+            "A key's detector statistic after its last update (PRADA: W; ood: CUSUM S).",
+            ["key_id", "detector"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
         self.detection_alarms = Counter(
             "vidsteal_detection_alarms_total",
             "Detection alarms raised, by action.",

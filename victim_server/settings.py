@@ -67,6 +67,11 @@ class Settings(BaseSettings):
         default=None,
         description="Benign clips (.npz) or a calibration JSON for the detection embedding",
     )
+    ood_calibration: Path | None = Field(
+        default=None,
+        description="OOD monitor calibration JSON (python -m victim_server calibrate-detectors); "
+        "default: the one committed beside the model's weights, if any",
+    )
 
     metrics_token: SecretStr | None = Field(
         default=None,

@@ -12,8 +12,8 @@ from helpers.victim import ADMIN_HEADERS, create_key
 
 from attacker.config import validate_config
 from attacker.run import run_attack
-from attacker.stages.collect import stealth_shaper
 from attacker.sources import ClipShape, build_source
+from attacker.stages.collect import stealth_shaper
 from attacker.stealth import StealthShaper
 from shared.detection import NaturalnessEmbedding
 
@@ -58,7 +58,9 @@ async def _attack(
     out: Path,
     stealth: bool,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    key = await create_key(client, budget=600, detection={"detector": "prada", "action": "block"})
+    key = await create_key(
+        client, budget=600, detection={"detector": "prada_stats", "action": "block"}
+    )
     evaluation = await create_key(client, budget=40, output="label")
     config = validate_config(
         {

@@ -1,5 +1,5 @@
-"""PRADA detection and its actions over HTTP, with real Redis; state across restarts and
-processes."""
+"""Detectors and their actions over HTTP, with real Redis; per-key selection through the admin
+API; state across restarts and processes."""
 
 from __future__ import annotations
 
@@ -10,12 +10,15 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from helpers.services import start_victim
+from helpers.services import ADMIN_TOKEN, start_victim
 from helpers.victim import ADMIN_HEADERS, budget_of, create_key, npy_request
 
 from shared.synthactions import SynthActions
+from victim_server.app import create_app
+from victim_server.settings import Settings
 
-PRADA = {"detector": "prada"}  # the default delta (0.85)
+PRADA = {"detector": "prada_stats"}  # PRADA on the naturalness statistics, default delta 0.85
+OOD = {"detector": "ood"}
 
 
 def _noise(n: int, seed: int) -> np.ndarray:
@@ -37,8 +40,13 @@ async def _attack_until(
     raise AssertionError(f"no {status} within {limit} queries")
 
 
-async def test_noise_attack_is_blocked_within_1000_queries(victim_app: httpx.AsyncClient) -> None:
-    key = await create_key(victim_app, budget=5000, detection={**PRADA, "action": "block"})
+@pytest.mark.parametrize("detector", ["prada_stats", "ood"])
+async def test_noise_attack_is_blocked_within_1000_queries(
+    victim_app: httpx.AsyncClient, detector: str
+) -> None:
+    key = await create_key(
+        victim_app, budget=5000, detection={"detector": detector, "action": "block"}
+    )
     sent, refused = await _attack_until(victim_app, key["api_key"], 403)
     assert sent <= 1000
     assert refused.json()["type"] == "urn:vidsteal:problem:detection-blocked"
@@ -46,28 +54,144 @@ async def test_noise_attack_is_blocked_within_1000_queries(victim_app: httpx.Asy
     status = (
         await victim_app.get(f"/admin/keys/{key['key_id']}/detection", headers=ADMIN_HEADERS)
     ).json()
-    assert status["alarm"] is True and status["w"] < 0.85 and status["alarm_query"] <= sent
+    assert status["detector"] == detector and status["alarm"] is True
     assert status["alarm_at"] is not None and status["queries"] == sent
+    assert status["alarm_query"] <= sent
+    if detector == "ood":
+        assert status["w"] is None and status["score"] >= _ood_limit(victim_app)
+        assert sent <= 40  # noise is out of distribution from the first clip
+    else:
+        assert status["w"] < 0.85 and status["score"] == status["w"]
     metrics = (await victim_app.get("/metrics")).text
     assert 'vidsteal_detection_alarms_total{action="block"} 1.0' in metrics
-    assert f'vidsteal_detection_w{{key_id="{key["key_id"]}"}}' in metrics
+    assert f'vidsteal_detection_score{{detector="{detector}",key_id="{key["key_id"]}"}}' in metrics
+
+
+def _ood_limit(client: httpx.AsyncClient) -> float:
+    transport = client._transport
+    assert isinstance(transport, httpx.ASGITransport)
+    services = transport.app.state.services  # type: ignore[attr-defined]
+    limit: float = services.detection.detectors["ood"].calibration.limit
+    return limit
 
 
 @pytest.mark.slow
-async def test_2000_benign_clips_from_unseen_seeds_are_never_flagged(
+async def test_1000_benign_clips_from_unseen_seeds_alarm_no_detector(
     victim_app: httpx.AsyncClient,
 ) -> None:
-    key = await create_key(victim_app, budget=2000, detection={**PRADA, "action": "block"})
+    detectors = ("prada", "prada_stats", "ood")
+    keys = {
+        d: await create_key(victim_app, budget=1000, detection={"detector": d, "action": "block"})
+        for d in detectors
+    }
     for seed in (101, 202):
         data = SynthActions(seed=seed)
-        for start in range(0, 1000, 50):
+        for start in range(0, 500, 50):
             clips, _ = data.batch(start, 50)
-            response = await victim_app.post("/v1/classify", **npy_request(clips, key["api_key"]))
-            assert response.status_code == 200, response.text
+            for key in keys.values():
+                response = await victim_app.post(
+                    "/v1/classify", **npy_request(clips, key["api_key"])
+                )
+                assert response.status_code == 200, response.text
+    for detector, key in keys.items():
+        status = (
+            await victim_app.get(f"/admin/keys/{key['key_id']}/detection", headers=ADMIN_HEADERS)
+        ).json()
+        assert status["queries"] == 1000 and status["alarm"] is False, (detector, status)
+        if detector.startswith("prada"):
+            assert status["w"] > 0.85
+
+
+async def test_feature_prada_alarms_on_perturbed_copies(victim_app: httpx.AsyncClient) -> None:
+    """PRADA in the victim's feature space catches what PRADA was built for: a stream where
+    each natural clip is followed by a slightly perturbed copy (Jacobian-style augmentation),
+    so the minimum distances split into far and near (not normal)."""
+    key = await create_key(
+        victim_app, budget=2000, detection={"detector": "prada", "action": "log"}
+    )
+    data = SynthActions(seed=303)
+    rng = np.random.default_rng(0)
+    for start in range(0, 400, 20):
+        fresh = data.batch(start, 20)[0]
+        jitter = rng.integers(-3, 4, size=fresh.shape, dtype=np.int16)
+        copies = np.clip(fresh.astype(np.int16) + jitter, 0, 255).astype(np.uint8)
+        batch = np.stack([fresh, copies], axis=1).reshape(-1, *fresh.shape[1:])  # a, a', b, b'
+        response = await victim_app.post("/v1/classify", **npy_request(batch, key["api_key"]))
+        assert response.status_code == 200
     status = (
         await victim_app.get(f"/admin/keys/{key['key_id']}/detection", headers=ADMIN_HEADERS)
     ).json()
-    assert status["queries"] == 2000 and status["alarm"] is False and status["w"] > 0.85
+    assert status["detector"] == "prada" and status["queries"] == 800
+    assert status["alarm"] is True and status["alarm_query"] <= 800  # W < 0.85 at that test
+
+
+async def test_detectors_are_selected_per_key_and_bad_names_are_problems(
+    victim_app: httpx.AsyncClient,
+) -> None:
+    ood = await create_key(victim_app, budget=100, detection=OOD)
+    stats = await create_key(victim_app, budget=100, detection=PRADA)
+    for key, detector in ((ood, "ood"), (stats, "prada_stats")):
+        assert key["detection"]["detector"] == detector
+        r = await victim_app.post("/v1/classify", **npy_request(_noise(10, 1), key["api_key"]))
+        assert r.status_code == 200
+    views = {
+        d: (
+            await victim_app.get(f"/admin/keys/{k['key_id']}/detection", headers=ADMIN_HEADERS)
+        ).json()
+        for d, k in (("ood", ood), ("prada_stats", stats))
+    }
+    assert views["ood"]["score"] > 0 and views["ood"]["w"] is None  # 10 flagged clips
+    assert views["prada_stats"]["queries"] == 10 and views["prada_stats"]["w"] is None
+    bad = await victim_app.post(
+        "/admin/keys",
+        json={"budget": 10, "detection": {"detector": "seat-v9"}},
+        headers=ADMIN_HEADERS,
+    )
+    assert bad.status_code == 422
+    assert bad.headers["content-type"].startswith("application/problem+json")
+    assert bad.json()["type"] == "urn:vidsteal:problem:validation-error"
+    assert "detector" in bad.json()["detail"]
+    put = await victim_app.put(
+        f"/admin/keys/{ood['key_id']}/detection",
+        json={"detector": "nope"},
+        headers=ADMIN_HEADERS,
+    )
+    assert put.status_code == 422 and put.json()["type"].endswith("validation-error")
+    switched = await victim_app.put(
+        f"/admin/keys/{ood['key_id']}/detection", json=PRADA, headers=ADMIN_HEADERS
+    )
+    assert switched.status_code == 200 and switched.json()["detector"] == "prada_stats"
+    assert switched.json()["queries"] == 0  # each detector keeps its own state
+
+
+async def test_ood_state_survives_a_victim_restart(redis_url: str) -> None:
+    """The OOD monitor's CUSUM lives in Redis: a new victim on the same Redis keeps the alarm."""
+    settings = Settings(admin_token=ADMIN_TOKEN, redis_url=redis_url, threads=1)
+    first = create_app(settings)
+    async with (
+        first.router.lifespan_context(first),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=first), base_url="http://victim"
+        ) as client,
+    ):
+        key = await create_key(client, budget=500, detection={**OOD, "action": "block"})
+        sent, _ = await _attack_until(client, key["api_key"], 403, batch=10)
+        before = (
+            await client.get(f"/admin/keys/{key['key_id']}/detection", headers=ADMIN_HEADERS)
+        ).json()
+    second = create_app(settings)
+    async with (
+        second.router.lifespan_context(second),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=second), base_url="http://victim"
+        ) as client,
+    ):
+        after = (
+            await client.get(f"/admin/keys/{key['key_id']}/detection", headers=ADMIN_HEADERS)
+        ).json()
+        assert after == before and after["alarm"] is True and after["queries"] == sent
+        blocked = await client.post("/v1/classify", **npy_request(_noise(1, 3), key["api_key"]))
+        assert blocked.status_code == 403
 
 
 async def test_throttle_answers_429_with_retry_after(victim_app: httpx.AsyncClient) -> None:

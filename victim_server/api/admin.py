@@ -76,6 +76,7 @@ async def create_key(body: KeyCreate, services: ServicesDep) -> KeyCreated:
             f"top_k {body.top_k} exceeds the model's {services.model_config.num_classes} classes",
         )
     _check_defenses(body.defenses, services)
+    services.detection.check(body.detection)
     created = await services.keys.create(body)
     assert created is not None  # a fresh id is always created
     services.metrics.budget_remaining.labels(created.key_id).set(created.remaining)
@@ -123,7 +124,7 @@ async def top_up(
 
 @router.get("/keys/{key_id}/detection", responses=_KEY)
 async def get_detection(key_id: str, services: ServicesDep) -> DetectionStatus:
-    """The key's detection policy and PRADA state: W, distances, alarm and when it fired."""
+    """The key's detection policy and its detector's state: statistic, alarm and when it fired."""
     key = _found(await services.keys.get(key_id), key_id)
     return await services.detection.status(key.key_id, key.detection)
 
@@ -132,11 +133,12 @@ async def get_detection(key_id: str, services: ServicesDep) -> DetectionStatus:
 async def set_detection(
     key_id: str, body: DetectionPolicy, services: ServicesDep, reset: bool = False
 ) -> DetectionStatus:
-    """Change the key's detection policy; ``?reset=true`` also clears its PRADA state."""
+    """Change the key's detection policy; ``?reset=true`` also clears its detectors' state."""
     _found(await services.keys.get(key_id), key_id)
+    services.detection.check(body)
     key = _found(await services.keys.set_policies(key_id, detection=body), key_id)
     if reset:
-        await services.detection.store.reset(key.key_id)
+        await services.detection.reset(key.key_id)
     return await services.detection.status(key.key_id, key.detection)
 
 

@@ -24,6 +24,7 @@ from victim_server.api.clip_body import BodyLimits, decode_body, read_body
 from victim_server.api.deps import ApiKeyDep, ServicesDep
 from victim_server.api.openapi import problem_responses
 from victim_server.api.problems import problem
+from victim_server.detection.base import Observation
 from victim_server.inference.batcher import Overloaded
 from victim_server.policy.answers import compose_answers
 from victim_server.services import Services
@@ -152,7 +153,9 @@ async def _answer(
     config = services.model_config
     logits = output.logits
     verdict = await services.detection.observe(
-        key.key_id, key.detection, clips, logits.argmax(axis=1)
+        key.key_id,
+        key.detection,
+        Observation(clips, logits, output.features, delta=key.detection.delta),
     )
     if verdict is not None and verdict.alarm and key.detection.action == "poison":
         poison = True

@@ -1,16 +1,19 @@
 """PRADA state per API key, in Redis, shared by every server process; cached per process.
 
-Layout (one hash tag per key, so a cluster keeps a key's detector on one shard)::
+Layout (one hash tag per key, so a cluster keeps a key's detector on one shard; ``ns`` is the
+detector's name, so two PRADA variants of one key never share state)::
 
-    vs:{key_id}:det:meta       hash: version, queries, w, pooled, alarm_query, alarm_at
-    vs:{key_id}:det:classes    hash: label -> JSON (seen, threshold, D_Gc running sums)
-    vs:{key_id}:det:G:<label>  float32 bytes: the growing set G_c (members x dim)
-    vs:{key_id}:det:D:<label>  float32 bytes: the latest distances D_c
-    vs:{key_id}:det:lock       a short lock held while one process updates the state
+    vs:{key_id}:det:<ns>:meta       hash: version, queries, w, pooled, alarm_query, alarm_at
+    vs:{key_id}:det:<ns>:classes    hash: label -> JSON (seen, threshold, D_Gc running sums)
+    vs:{key_id}:det:<ns>:G:<label>  float32 bytes: the growing set G_c (members x dim)
+    vs:{key_id}:det:<ns>:D:<label>  float32 bytes: the latest distances D_c
+    vs:{key_id}:det:<ns>:lock       a short lock held while one process updates the state
 
 An update takes the lock, reloads the state only if another process changed it (version),
 feeds the request's clips through :func:`shared.detection.observe`, writes back what changed in
-one pipeline and releases the lock. A restart loses nothing: the state is read back from Redis.
+one pipeline (G_c only at the slots that changed: ``SETRANGE``, so a write costs the new
+vectors, not the whole set) and releases the lock. A restart loses nothing: the state is read
+back from Redis.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +30,9 @@ from redis.asyncio import Redis
 from shared.detection import PradaConfig, PradaState, observe
 from shared.detection.prada import ClassState
 from victim_server.accounting import keyspace
+from victim_server.detection.base import DetectionBusy, Verdict
+
+__all__ = ["DetectionBusy", "PradaStore", "Verdict"]
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -35,27 +40,15 @@ return 0
 """
 
 
-@dataclass(frozen=True)
-class Verdict:
-    queries: int
-    distances: int
-    w: float | None
-    alarm: bool
-    alarm_query: int | None
-    alarm_at: datetime | None
-    new_alarm: bool = False  # this update raised the alarm
-
-
-class DetectionBusy(Exception):
-    """The key's detector lock could not be taken in time."""
-
-
 class PradaStore:
     """``redis`` must return bytes (``decode_responses=False``): G_c and D_c are binary."""
 
-    def __init__(self, redis: Redis, *, dim: int, lock_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, redis: Redis, *, dim: int, namespace: str = "prada", lock_timeout_s: float = 5.0
+    ) -> None:
         self._redis = redis
         self._dim = dim
+        self._ns = namespace
         self._lock_timeout = lock_timeout_s
         self._cache: dict[str, tuple[int, PradaState, datetime | None]] = {}
         self._release = redis.register_script(_RELEASE)
@@ -68,26 +61,30 @@ class PradaStore:
             version, state, alarm_at = await self._load(key_id)
             before = state.alarm_query
             touched: set[int] = set()
+            slots: list[tuple[int, int, np.ndarray]] = []  # (label, slot, vector) in order
             for vector, label in zip(vectors, labels, strict=True):
-                observe(state, config, vector, int(label))
-                touched.add(int(label))
+                outcome = observe(state, config, vector, int(label))
+                touched.add(outcome.label)
+                if outcome.slot is not None:
+                    slots.append((outcome.label, outcome.slot, vector))
             if before is None and state.alarm_query is not None:
                 alarm_at = datetime.now(UTC)
-            await self._save(key_id, version + 1, state, alarm_at, touched)
+            await self._save(key_id, version + 1, state, alarm_at, touched, slots)
             self._cache[key_id] = (version + 1, state, alarm_at)
             return self._verdict(state, alarm_at, new_alarm=before is None and alarm_at is not None)
         finally:
-            await self._release(keys=[keyspace.detection(key_id, "lock")], args=[token])
+            await self._release(keys=[self._key(key_id, "lock")], args=[token])
 
     async def status(self, key_id: str) -> Verdict:
         _, state, alarm_at = await self._load(key_id)
         return self._verdict(state, alarm_at)
 
+    def _key(self, key_id: str, part: str) -> str:
+        return keyspace.detection(key_id, f"{self._ns}:{part}")
+
     async def reset(self, key_id: str) -> None:
-        names = [keyspace.detection(key_id, "meta"), keyspace.detection(key_id, "classes")]
-        names += [
-            name async for name in self._redis.scan_iter(match=keyspace.detection(key_id, "[GD]:*"))
-        ]
+        names = [self._key(key_id, "meta"), self._key(key_id, "classes")]
+        names += [name async for name in self._redis.scan_iter(match=self._key(key_id, "[GD]:*"))]
         await self._redis.delete(*names)
         self._cache.pop(key_id, None)
 
@@ -103,11 +100,12 @@ class PradaStore:
             alarm_query=state.alarm_query,
             alarm_at=alarm_at,
             new_alarm=new_alarm,
+            score=state.w,
         )
 
     async def _lock(self, key_id: str) -> str:
         token = secrets.token_hex(8)
-        name = keyspace.detection(key_id, "lock")
+        name = self._key(key_id, "lock")
         deadline = asyncio.get_running_loop().time() + self._lock_timeout
         while not await self._redis.set(name, token, nx=True, px=int(self._lock_timeout * 2000)):
             if await self._redis.get(name) == token.encode():
@@ -118,7 +116,7 @@ class PradaStore:
         return token
 
     async def _load(self, key_id: str) -> tuple[int, PradaState, datetime | None]:
-        meta = _text(await self._redis.hgetall(keyspace.detection(key_id, "meta")))
+        meta = _text(await self._redis.hgetall(self._key(key_id, "meta")))
         version = int(meta.get("version", 0))
         cached = self._cache.get(key_id)
         if cached is not None and cached[0] == version:
@@ -128,12 +126,12 @@ class PradaStore:
         state.pooled = int(meta.get("pooled", 0))
         state.alarm_query = int(meta["alarm_query"]) if meta.get("alarm_query") else None
         alarm_at = datetime.fromisoformat(meta["alarm_at"]) if meta.get("alarm_at") else None
-        classes = _text(await self._redis.hgetall(keyspace.detection(key_id, "classes")))
+        classes = _text(await self._redis.hgetall(self._key(key_id, "classes")))
         labels = [int(raw_label) for raw_label in classes]
         async with self._redis.pipeline(transaction=False) as pipe:
             for label in labels:
-                pipe.get(keyspace.detection(key_id, f"G:{label}"))
-                pipe.get(keyspace.detection(key_id, f"D:{label}"))
+                pipe.get(self._key(key_id, f"G:{label}"))
+                pipe.get(self._key(key_id, f"D:{label}"))
             blobs = await pipe.execute()
         for i, label in enumerate(labels):
             info = json.loads(classes[str(label)])
@@ -156,6 +154,7 @@ class PradaStore:
         state: PradaState,
         alarm_at: datetime | None,
         touched: set[int],
+        slots: list[tuple[int, int, np.ndarray]],
     ) -> None:
         meta = {
             "version": version,
@@ -166,11 +165,11 @@ class PradaStore:
             "alarm_at": "" if alarm_at is None else alarm_at.isoformat(),
         }
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(keyspace.detection(key_id, "meta"), mapping=meta)  # type: ignore[arg-type]
+            pipe.hset(self._key(key_id, "meta"), mapping=meta)  # type: ignore[arg-type]
             for label in touched:
                 cls = state.classes[label]
                 pipe.hset(
-                    keyspace.detection(key_id, "classes"),
+                    self._key(key_id, "classes"),
                     str(label),
                     json.dumps(
                         {
@@ -183,12 +182,15 @@ class PradaStore:
                     ),
                 )
                 pipe.set(
-                    keyspace.detection(key_id, f"G:{label}"),
-                    cls.members.astype(np.float32).tobytes(),
-                )
-                pipe.set(
-                    keyspace.detection(key_id, f"D:{label}"),
+                    self._key(key_id, f"D:{label}"),
                     np.asarray(cls.distances, dtype=np.float32).tobytes(),
+                )
+            width = self._dim * 4  # float32 bytes per member
+            for label, slot, vector in slots:
+                pipe.setrange(
+                    self._key(key_id, f"G:{label}"),
+                    slot * width,
+                    np.asarray(vector, dtype=np.float32).tobytes(),
                 )
             await pipe.execute()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -10,6 +11,7 @@ from torch import nn
 
 from victim_server.inference.preprocess import preprocess
 from victim_server.models.config import ModelConfig
+from victim_server.models.registry import VideoClassifier
 
 
 def resolve_device(name: str) -> torch.device:
@@ -23,6 +25,9 @@ def resolve_device(name: str) -> torch.device:
 @dataclass(frozen=True)
 class BatchOutput:
     logits: np.ndarray  # (N, C) float32
+    # (N, D) float32 penultimate activations (pooled features before the head), from the same
+    # forward pass; None for a model that exposes logits only (a bring-your-own program).
+    features: np.ndarray | None = None
 
 
 class ModelRunner:
@@ -35,18 +40,32 @@ class ModelRunner:
         self._autocast = device.type == "cuda"
         if device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last_3d)
+        # Models built by the registry split features / head; a loaded program does not.
+        self.feature_dim = int(getattr(model, "num_features", 0) or 0)
 
     @torch.inference_mode()
     def __call__(self, requests: list[np.ndarray]) -> list[BatchOutput]:
         """Each element is one request's uint8 (N, T, H, W, 3); returns one output per request."""
         inputs = [preprocess(clips, self.config.input, device=self.device) for clips in requests]
         x = inputs[0] if len(inputs) == 1 else torch.cat(inputs)
+        features: np.ndarray | None = None
         with torch.autocast(self.device.type, enabled=self._autocast):
-            logits = self.model(x).float().cpu().numpy()
+            if self.feature_dim:
+                net = cast(VideoClassifier, self.model)
+                pooled = net.forward_features(x)  # one pass: features, then the head
+                logits = net.forward_head(pooled).float().cpu().numpy()
+                features = pooled.float().cpu().numpy()
+            else:
+                logits = self.model(x).float().cpu().numpy()
         outputs: list[BatchOutput] = []
         start = 0
         for clips in requests:
             n = clips.shape[0]
-            outputs.append(BatchOutput(logits=logits[start : start + n]))
+            outputs.append(
+                BatchOutput(
+                    logits=logits[start : start + n],
+                    features=None if features is None else features[start : start + n],
+                )
+            )
             start += n
         return outputs
