@@ -30,8 +30,9 @@ def test_generated_clips_move_over_time(name: str) -> None:
     # Every clip changes from frame to frame (not one image repeated) ...
     step = (clips[:, 1:] - clips[:, :-1]).abs().mean(dim=(2, 3, 4))  # B T-1
     assert bool((step.mean(dim=1) > 1e-3).all()), step
-    # ... and the last frame is not the first one.
-    assert bool(((clips[:, -1] - clips[:, 0]).abs().mean(dim=(1, 2, 3)) > 1e-3).all())
+    # ... and moves away from its first frame (an oscillation may come back to it at the end).
+    away = (clips - clips[:, :1]).abs().mean(dim=(2, 3, 4)).amax(dim=1)
+    assert bool((away > 1e-3).all()), away
     # Different latents give different clips, and the clip is differentiable in the parameters.
     assert float((clips[0] - clips[1]).abs().mean()) > 1e-3
     clips.mean().backward()
