@@ -21,6 +21,7 @@ D_Gc enters only through its running mean and standard deviation, kept as sums.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -156,4 +157,7 @@ def shapiro_w(state: PradaState) -> tuple[float | None, int]:
         return None, int(pooled.size)
     if np.ptp(pooled) == 0:
         return 0.0, int(pooled.size)  # all distances equal: as far from normal as it gets
-    return float(stats.shapiro(pooled).statistic), int(pooled.size)
+    with warnings.catch_warnings():  # past 5,000 values scipy warns about the p-value; W is fine
+        warnings.simplefilter("ignore", UserWarning)
+        w = float(stats.shapiro(pooled).statistic)
+    return w, int(pooled.size)
