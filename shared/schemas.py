@@ -121,7 +121,10 @@ def _json_integer(value: object) -> object:
 # Request bodies take numbers and booleans as the JSON types the OpenAPI schema names ("5", 0
 # for false and "0.5" are refused), not pydantic's lax coercions; 5.0 is an integer, as in JSON
 # Schema.
-JsonInt = Annotated[int, BeforeValidator(_json_integer), Field(strict=True)]
+# Constraints go before the validator (``Annotated[int, Field(ge=1, strict=True), JSON_INTEGER]``)
+# so the OpenAPI schema states them as JSON Schema (``minimum``), not as pydantic's ``ge``.
+JSON_INTEGER = BeforeValidator(_json_integer)
+JsonInt = Annotated[int, Field(strict=True), JSON_INTEGER]
 
 
 class DetectionPolicy(_Wire):
@@ -146,15 +149,15 @@ class DefensePolicy(_Wire):
 
     reverse_sigmoid: ReverseSigmoid | None = None
     gaussian_noise: GaussianNoise | None = None
-    round_decimals: Annotated[JsonInt, Field(ge=0, le=8)] | None = None
-    top_k: Annotated[JsonInt, Field(ge=1)] | None = None
+    round_decimals: Annotated[int, Field(ge=0, le=8, strict=True), JSON_INTEGER] | None = None
+    top_k: Annotated[int, Field(ge=1, strict=True), JSON_INTEGER] | None = None
     label_only: Annotated[bool, Field(strict=True)] = False
 
 
 class KeyCreate(_Wire):
-    budget: Annotated[JsonInt, Field(ge=0, le=10**12)]
+    budget: Annotated[int, Field(ge=0, le=10**12, strict=True), JSON_INTEGER]
     output: OutputMode = OutputMode.PROBS
-    top_k: Annotated[JsonInt, Field(ge=1)] = 5
+    top_k: Annotated[int, Field(ge=1, strict=True), JSON_INTEGER] = 5
     name: Annotated[str, Field(min_length=1, max_length=128)] = "client"
     detection: DetectionPolicy = Field(default_factory=DetectionPolicy)
     defenses: DefensePolicy = Field(default_factory=DefensePolicy)
@@ -179,7 +182,7 @@ class KeyCreated(KeyPublic):
 
 
 class TopUp(_Wire):
-    amount: Annotated[JsonInt, Field(gt=0, le=10**12)]
+    amount: Annotated[int, Field(gt=0, le=10**12, strict=True), JSON_INTEGER]
 
 
 class DetectionStatus(_Wire):
