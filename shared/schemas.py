@@ -11,6 +11,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 __all__ = [
     "BudgetState",
     "ClassifyResponse",
+    "AdaptiveMisinformation",
     "ClipResult",
     "DefensePolicy",
     "DetectionAction",
@@ -24,6 +25,7 @@ __all__ = [
     "KeyPublic",
     "ModelInfo",
     "OutputMode",
+    "PredictionPoisoning",
     "ReverseSigmoid",
     "TopKEntry",
     "TopUp",
@@ -144,9 +146,41 @@ class GaussianNoise(_Wire):
     sigma: Annotated[float, Field(ge=0.0, le=1.0, strict=True)] = 0.05
 
 
-class DefensePolicy(_Wire):
-    """Output defenses applied in order: reverse sigmoid, noise, rounding, top-k, label-only."""
+class PredictionPoisoning(_Wire):
+    """MAD (Orekondy et al., ICLR 2020): move the answer within ``epsilon`` (L1 or L2) toward the
+    one-hot target that turns a surrogate student's gradient the furthest; ``keep_argmax``
+    (MAD-argmax) keeps the top-1 class, so benign top-1 is unchanged. ``surrogate_seed`` draws
+    the defender's surrogate head: keep it secret in production."""
 
+    epsilon: Annotated[float, Field(gt=0.0, le=2.0, strict=True)] = 0.5
+    norm: Literal["l1", "l2"] = "l1"
+    keep_argmax: Annotated[bool, Field(strict=True)] = True
+    surrogate_seed: Annotated[int, Field(ge=0, le=2**32 - 1, strict=True), JSON_INTEGER] = 0
+
+    @model_validator(mode="after")
+    def _reachable(self) -> PredictionPoisoning:
+        # Two points of the simplex are at most 2 apart in L1 and sqrt(2) in L2.
+        if self.norm == "l2" and self.epsilon > 2**0.5:
+            raise ValueError(f"an l2 epsilon is at most sqrt(2), got {self.epsilon}")
+        return self
+
+
+class AdaptiveMisinformation(_Wire):
+    """Kariyappa & Qureshi (CVPR 2020): a clip whose top probability is below ``tau`` (looks out
+    of distribution) is answered mostly by a misinformation function, with the switch
+    ``alpha = sigmoid(nu * (tau - max p))``. Calibrate ``tau`` on benign clips (the fraction of
+    them answered with misinformation is the fraction whose top probability is below it)."""
+
+    tau: Annotated[float, Field(gt=0.0, lt=1.0, strict=True)]
+    nu: Annotated[float, Field(gt=0.0, le=10_000.0, strict=True)] = 100.0
+
+
+class DefensePolicy(_Wire):
+    """Output defenses applied in order: adaptive misinformation and prediction poisoning (on
+    the model's own answer), then reverse sigmoid, noise, top-k, rounding, label-only."""
+
+    adaptive_misinformation: AdaptiveMisinformation | None = None
+    prediction_poisoning: PredictionPoisoning | None = None
     reverse_sigmoid: ReverseSigmoid | None = None
     gaussian_noise: GaussianNoise | None = None
     round_decimals: Annotated[int, Field(ge=0, le=8, strict=True), JSON_INTEGER] | None = None
