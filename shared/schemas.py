@@ -9,9 +9,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 __all__ = [
+    "AdaptiveMisinformation",
     "BudgetState",
     "ClassifyResponse",
-    "AdaptiveMisinformation",
     "ClipResult",
     "DefensePolicy",
     "DetectionAction",
