@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, git_commit, write_result
@@ -121,6 +122,16 @@ ATTACKS["active-bandit"] = {
     "train": SOFT_LOSS,
     "select": {"strategy": "bandit"},
 }
+# The data-free generator of examples/datafree_generator.yaml: no clip from any source; every
+# query is a generated clip or a probe around one. After the loop a fresh student is trained on
+# the transfer set with the example's 4 passes (its loop student already learnt online).
+DATAFREE_EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "datafree_generator.yaml"
+ATTACKS["datafree-generator"] = {
+    "output": "probs",
+    "budget": 10000,
+    "datafree": yaml.safe_load(DATAFREE_EXAMPLE.read_text())["query"]["datafree"],
+    "train": {**SOFT_LOSS, "epochs": 4},
+}
 DEFAULT_ATTACKS = [
     "probs-stacked-affine",
     "topk5-stacked-affine",
@@ -155,7 +166,11 @@ def attack_config(
     """The attacker config of one (attack, seed) job, as YAML would hold it."""
     budget = max(100, round(spec["budget"] * scale))
     points = [p / spec["budget"] for p in POINTS if p <= spec["budget"]]
-    query: dict[str, Any] = {"source": spec["source"], "batch_clips": 32, "concurrency": 4}
+    query: dict[str, Any] = {"batch_clips": 32, "concurrency": 4}
+    if "datafree" in spec:
+        query["datafree"] = spec["datafree"]
+    else:
+        query["source"] = spec["source"]
     if "select" in spec:
         query["select"] = {**spec["select"], "rounds": max(1, round(budget / ACTIVE_ROUND))}
     return {
@@ -306,7 +321,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         attacks[name] = {
             "output": spec["output"],
             "top_k": spec.get("top_k") if spec["output"] == "topk" else None,
-            "source": spec["source"],
+            "source": spec.get("source"),
+            "datafree": spec.get("datafree"),
             "budget": round(spec["budget"] * args.scale),
             "train": {
                 **TRAIN,
