@@ -173,6 +173,7 @@ async def _answer(
             defenses=key.defenses,
             poison=poison,
             rng=np.random.default_rng(),
+            features=output.features,
         ),
         budget=_budget_after(key, reservation),
         request_id=request_id,
