@@ -1,7 +1,7 @@
 """The attack's configuration: one YAML file, validated by pydantic, overridable from the CLI.
 
 String values may reference environment variables as ``${NAME}`` (e.g. the API key), so secrets
-stay out of config files.
+stay out of config files; when NAME is unset, ``NAME_FILE`` may name a file holding the value.
 """
 
 from __future__ import annotations
@@ -203,9 +203,16 @@ def _expand_env(value: Any) -> Any:
 
         def replace(match: re.Match[str]) -> str:
             name = match.group(1)
-            if name not in os.environ:
-                raise ConfigError(f"config references ${{{name}}} but it is not set")
-            return os.environ[name]
+            if name in os.environ:
+                return os.environ[name]
+            # Docker's convention for secrets: NAME_FILE names a file that holds the value.
+            path = os.environ.get(f"{name}_FILE")
+            if path:
+                try:
+                    return Path(path).read_text(encoding="utf-8").strip()
+                except OSError as exc:
+                    raise ConfigError(f"{name}_FILE: cannot read {path}: {exc.strerror}") from None
+            raise ConfigError(f"config references ${{{name}}} but it is not set")
 
         return _ENV_REF.sub(replace, value)
     if isinstance(value, dict):

@@ -2,23 +2,67 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from shared.schemas import KeyCreate
 
 # Tokens a careless deployment would keep; the server refuses to start with them.
 _INSECURE_TOKENS = {"", "admin", "changeme", "change-me", "secret", "password", "token", "test"}
 MIN_ADMIN_TOKEN_LENGTH = 16
+# Secrets that may be read from a file named by VIDSTEAL_<NAME>_FILE (docker compose).
+_FILE_SECRETS = ("admin_token", "metrics_token")
+
+
+def _read_secret_file(path: str | Path) -> str:
+    return Path(path).read_text(encoding="utf-8").strip()
 
 
 class BootstrapKey(KeyCreate):
-    """A key given in configuration (e.g. docker compose), with its full secret."""
+    """A key given in configuration (e.g. docker compose), with its full secret, or with
+    ``api_key_file`` naming a file that holds it."""
 
     api_key: str = Field(pattern=r"^vsk_[A-Za-z0-9]+_[A-Za-z0-9_\-]{16,}$")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _api_key_from_file(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "api_key_file" not in data:
+            return data
+        if "api_key" in data:
+            raise ValueError("give api_key or api_key_file, not both")
+        data = dict(data)
+        data["api_key"] = _read_secret_file(data.pop("api_key_file"))
+        return data
+
+
+class _SecretFilesSource(PydanticBaseSettingsSource):
+    """``VIDSTEAL_ADMIN_TOKEN_FILE=/path`` sets ``admin_token`` from that file (and so on for
+    every name in ``_FILE_SECRETS``); setting both the variable and its ``_FILE`` is an error."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ reads every secret at once
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name in _FILE_SECRETS:
+            variable = f"VIDSTEAL_{name.upper()}"
+            path = os.environ.get(f"{variable}_FILE")
+            if not path:
+                continue
+            if os.environ.get(variable):
+                raise ValueError(f"set {variable} or {variable}_FILE, not both")
+            values[name] = _read_secret_file(path)
+        return values
 
 
 class Settings(BaseSettings):
@@ -78,6 +122,23 @@ class Settings(BaseSettings):
         description="When set, GET /metrics needs 'Authorization: Bearer <token>' (the scrape "
         "lists every key id and its remaining budget)",
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            _SecretFilesSource(settings_cls),
+            dotenv_settings,
+            file_secret_settings,
+        )
 
     @field_validator("admin_token", "metrics_token")
     @classmethod
