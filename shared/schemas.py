@@ -172,7 +172,7 @@ class AdaptiveMisinformation(_Wire):
     them answered with misinformation is the fraction whose top probability is below it)."""
 
     tau: Annotated[float, Field(gt=0.0, lt=1.0, strict=True)]
-    nu: Annotated[float, Field(gt=0.0, le=10_000.0, strict=True)] = 100.0
+    nu: Annotated[float, Field(gt=0.0, le=10_000.0, strict=True)] = 1000.0
 
 
 class DefensePolicy(_Wire):
