@@ -107,6 +107,21 @@ def calibrate_detectors_command(
     ] = 9001,
     n: Annotated[int, typer.Option(min=100, help="Number of benign clips.")] = 4000,
     score: Annotated[str, typer.Option(help="Per-clip score: energy or msp.")] = "energy",
+    codec_fraction: Annotated[
+        float,
+        typer.Option(
+            min=0.0, max=1.0, help="Share of the clips sent through an H.264 round trip first."
+        ),
+    ] = 0.5,
+    window_fraction: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Share of the clips cut as windows of 2-3x longer actions (clients cut clips "
+            "from longer videos).",
+        ),
+    ] = 0.5,
     threads: Annotated[int, typer.Option(help="Torch threads (0: all cores).")] = 0,
 ) -> None:
     """Calibrate the OOD monitor (detector 'ood') on the victim's scores for benign clips."""
@@ -127,7 +142,14 @@ def calibrate_detectors_command(
         _fail(str(exc.args[0] if exc.args else exc))
         return
     runner = ModelRunner(net, model_config(net), torch.device("cpu"))
-    calibration = calibrate_ood(runner, seed=seed, clips=n, score=score)  # type: ignore[arg-type]
+    calibration = calibrate_ood(
+        runner,
+        seed=seed,
+        clips=n,
+        score=score,  # type: ignore[arg-type]
+        codec_fraction=codec_fraction,
+        window_fraction=window_fraction,
+    )
     target = out or (weights or packaged_weights_path(runner.config.model_tag)).with_suffix(
         ".ood.json"
     )
