@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,7 +25,7 @@ from victim_server.detection.calibration import load_embedding, load_ood_calibra
 from victim_server.detection.registry import build_detectors
 from victim_server.detection.service import DetectionService
 from victim_server.inference.batcher import MicroBatcher
-from victim_server.inference.runner import ModelRunner, resolve_device
+from victim_server.inference.runner import ModelRunner, resolve_device, serving_threads
 from victim_server.metrics import VictimMetrics
 from victim_server.models import create_model, model_config
 from victim_server.models.embedded import packaged_weights_path
@@ -53,7 +52,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        torch.set_num_threads(settings.threads or os.cpu_count() or 1)
+        torch.set_num_threads(serving_threads(settings.threads))
         net = model if model is not None else build_model(settings)
         runner = ModelRunner(net, model_config(net), resolve_device(settings.device))
         metrics = VictimMetrics()

@@ -80,7 +80,9 @@ class Settings(BaseSettings):
         default=None, description="For bring-your-own models: 'TxHxW' or a JSON InputSpec file."
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int = Field(default=0, ge=0, description="torch threads; 0: all cores")
+    threads: int = Field(
+        default=0, ge=0, description="torch threads; 0: one per core less one (the event loop's)"
+    )
 
     max_batch_clips: int = Field(default=64, ge=1)
     max_wait_ms: float = Field(default=4.0, ge=0.0)

@@ -10,6 +10,9 @@ retried: the command may still be running, and the ledger settles those by reque
 
 from __future__ import annotations
 
+from typing import Any
+
+import redis as redis_package
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -46,5 +49,17 @@ def connect_redis(
         retry=connection_retry(retries),
         # An idle connection is PINGed before use (and replaced if dead) after this long.
         health_check_interval=5,
+        **_driver_info(),
     )
     return Redis(connection_pool=pool)
+
+
+def _driver_info() -> dict[str, Any]:
+    """The client's name and version for CLIENT SETINFO, resolved once: left to itself,
+    redis-py looks its version up in the installed packages' metadata for every new pooled
+    connection (measured: ~0.2 s of CPU each on the loaded 2-core machine)."""
+    try:
+        from redis.driver_info import DriverInfo
+    except ImportError:  # redis-py before 7: no per-connection metadata lookup to avoid
+        return {}
+    return {"driver_info": DriverInfo(name="redis-py", lib_version=redis_package.__version__)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import cast
 
@@ -12,6 +13,18 @@ from torch import nn
 from victim_server.inference.preprocess import preprocess
 from victim_server.models.config import ModelConfig
 from victim_server.models.registry import VideoClassifier
+
+
+def serving_threads(requested: int, cpus: int | None = None) -> int:
+    """Torch intra-op threads for serving: ``requested``, or with 0 one per core less one.
+
+    The event loop (HTTP, decoding, Redis) needs a core of its own: with every core given to
+    OpenMP, its workers busy-wait at each barrier while the event loop holds the CPU they spin
+    on. Measured on the shared 2-core machine (bench/victim_throughput.py): 2 threads cost
+    6-7x the CPU per clip of 1 thread for the same answers."""
+    if requested > 0:
+        return requested
+    return max(1, (cpus or os.cpu_count() or 1) - 1)
 
 
 def resolve_device(name: str) -> torch.device:
