@@ -6,8 +6,9 @@ skipped when its output is already there:
 
 1. base image `vidsteal-base:bookworm`: debootstrap a minimal Debian bookworm with Python 3.11,
    venv and pip into CACHE/rootfs-bookworm, then `tar | docker import`;
-2. wheelhouse CACHE/wheelhouse: `pip download` of the victim's and attacker's pins (PyTorch's
-   CUDA wheels included: several GB, downloaded once for both images);
+2. wheelhouse CACHE/wheelhouse: `pip download` of the victim's and attacker's pins, run in the
+   base image (its Python's markers; this host's CA bundle mounted for pip), PyTorch's CUDA
+   wheels included: several GB, downloaded once for both images;
 3. images: `vidsteal-redis` and `vidsteal-prometheus` from Debian's packages
    (deploy/debian/), `vidsteal-victim` and `vidsteal-attacker` from the Dockerfiles with
    BASE_IMAGE set to the base and WHEELS_URL to the wheelhouse, served on 127.0.0.1 to a
@@ -31,9 +32,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -180,23 +181,36 @@ def requirements(clone: Path) -> str:
     return "\n".join(dict.fromkeys(lines)) + "\n"
 
 
+def host_ca_bundle() -> Path | None:
+    """This host's CA bundle, handed to pip in the download container (some networks intercept
+    TLS with their own CA; the base image's bundle does not know it)."""
+    cafile = ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt"
+    path = Path(os.environ.get("PIP_CERT") or os.environ.get("SSL_CERT_FILE") or cafile)
+    return path if path.is_file() else None
+
+
 def ensure_wheelhouse(cache: Path, clone: Path) -> Path:
+    """Every wheel both images install, downloaded once by pip in the base image itself, so
+    environment markers are the images' (Debian's Python is 3.11.2: redis needs async-timeout
+    below 3.11.3, which pip on a newer host Python would skip)."""
     wheelhouse = cache / "wheelhouse"
     wanted = requirements(clone)
     stamp = wheelhouse / "requirements.txt"
     if stamp.exists() and stamp.read_text() == wanted:
         log(f"wheelhouse {wheelhouse}: present")
         return wheelhouse
-    if sys.version_info[:2] != (3, 11) or platform.machine() != "x86_64":
-        raise SystemExit(
-            "the wheelhouse is downloaded for the images' platform: run this "
-            "script with Python 3.11 on x86_64"
-        )
     wheelhouse.mkdir(parents=True, exist_ok=True)
-    request = wheelhouse / "requirements.in"
-    request.write_text(wanted)
-    log(f"pip download into {wheelhouse}")
-    run([sys.executable, "-m", "pip", "download", "-q", "-d", str(wheelhouse), "-r", str(request)])
+    (wheelhouse / "requirements.in").write_text(wanted)
+    command = ["docker", "run", "--rm", "--network", "host", "-v", f"{wheelhouse}:/wheels"]
+    ca = host_ca_bundle()
+    if ca is not None:
+        command += ["-v", f"{ca}:/host-ca.crt:ro", "-e", "PIP_CERT=/host-ca.crt"]
+    script = (
+        "python -m venv /tmp/venv && /tmp/venv/bin/pip download -q "
+        "--disable-pip-version-check -d /wheels -r /wheels/requirements.in"
+    )
+    log(f"pip download in {BASE_IMAGE} into {wheelhouse}")
+    run([*command, BASE_IMAGE, "sh", "-c", script])
     stamp.write_text(wanted)
     return wheelhouse
 
@@ -219,7 +233,10 @@ def serve_directory(directory: Path) -> Iterator[str]:
         server.server_close()
 
 
-def build_images(clone: Path, wheels_url: str, commit: str, walls: dict[str, float]) -> None:
+def build_images(
+    clone: Path, wheels_url: str, commit: str, walls: dict[str, float], logs: Path
+) -> None:
+    logs.mkdir(parents=True, exist_ok=True)
     for image in IMAGES:
         revision = image_label(image.tag, "org.opencontainers.image.revision")
         if revision is not None and (not image.from_repo or revision == commit):
@@ -245,8 +262,16 @@ def build_images(clone: Path, wheels_url: str, commit: str, walls: dict[str, flo
                 f"VCS_REF={commit}",
             ]
         previous = image_id(image.tag)
-        with timed(walls, f"build {image.tag}"):
-            run([*command, "."], cwd=clone, stdout=subprocess.DEVNULL)
+        build_log = logs / f"build-{image.tag.replace(':', '-')}.log"
+        with timed(walls, f"build {image.tag}"), build_log.open("w") as sink:
+            built = subprocess.run(
+                [*command, "."], cwd=clone, stdout=sink, stderr=subprocess.STDOUT
+            )
+        if built.returncode != 0:
+            tail = build_log.read_text(errors="replace").splitlines()[-25:]
+            raise SystemExit(
+                f"docker build of {image.tag} failed ({build_log}):\n" + "\n".join(tail)
+            )
         if previous and previous != image_id(image.tag):
             # The stale image of the same tag: several GB each for victim and attacker.
             subprocess.run(["docker", "image", "rm", previous], capture_output=True)
@@ -426,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         with timed(walls, "wheelhouse"):
             wheelhouse = ensure_wheelhouse(args.cache, clone)
         with serve_directory(wheelhouse) as wheels_url:
-            build_images(clone, wheels_url, commit, walls)
+            build_images(clone, wheels_url, commit, walls, args.cache / "logs")
         results: dict[str, Any] = {"commit": commit, "budget": args.budget}
         if not args.build_only:
             results.update(run_range(clone, args, walls))
