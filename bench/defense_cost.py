@@ -15,6 +15,11 @@ defense, set through the admin API, and one undefended key. Per defense:
 * ``request_cpu_ms_per_clip``: CPU of the whole request path per clip (forward pass included)
   for this key, beside the undefended key's: on a loaded machine, a noisy upper view.
 
+For contrast, ``attack_streams``: the same per-clip quantities (change of the answer, top-1
+flips, AM's fraction mostly misinformed) for ``--attack-clips`` clips of the attacker's query
+sources (noise, stacked affine, layered stacked affine), computed on the forward pass's outputs
+with the same defense functions (not served: no key is charged).
+
 Adaptive misinformation's ``tau`` is calibrated first on ``--calibration-clips`` benign clips
 of seed 9001 (the detectors' calibration seed), so that each of ``--am-fractions`` (5%, 2%) of
 them get mostly misinformation; the result records tau and the fraction affected on the eval
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import sys
 import tempfile
 import time
@@ -40,6 +46,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import percentile, write_result
 
+from attacker.sources import ClipShape, build_source
 from shared.codec import NPY_CONTENT_TYPE, encode_npy
 from shared.schemas import DefensePolicy
 from shared.synthactions import SynthActions
@@ -53,6 +60,11 @@ from victim_server.settings import Settings
 from vidsteal.processes import start_redis
 
 EVAL_SEED = 31337
+ATTACK_SOURCES: dict[str, dict[str, Any]] = {
+    "noise": {"kind": "noise"},
+    "stacked_affine": {"kind": "stacked_affine"},
+    "stacked_affine_layered": {"kind": "stacked_affine", "layered": 0.8},
+}
 ADMIN = "d" * 32
 AM_NU = 1000.0
 
@@ -118,6 +130,35 @@ def defense_cpu(
     return 1e6 * (time.process_time() - cpu) / (repeats * len(logits))
 
 
+async def attack_streams(
+    services: Services, policies: dict[str, dict[str, Any]], clips: int
+) -> dict[str, Any]:
+    """Per attacker source: how the defenses change the answers to its queries."""
+    spec = services.model_config.input
+    shape = ClipShape(spec.frames, spec.height, spec.width)
+    streams: dict[str, Any] = {}
+    for name, config in ATTACK_SOURCES.items():
+        queries = itertools.islice(build_source(config, shape=shape, seed=0), clips)
+        batch = np.stack([q.clip for q in queries])
+        logits, features = await forward(services, batch, 100)
+        own = softmax(logits)
+        rows: dict[str, Any] = {"mean_top_probability": round(float(own.max(1).mean()), 4)}
+        for defense, body in policies.items():
+            policy = DefensePolicy.model_validate(body)
+            out = perturb_answers(own, logits, features, policy)
+            row = {
+                "mean_l1": round(float(np.abs(out - own).sum(1).mean()), 4),
+                "top1_changed": round(float((out.argmax(1) != own.argmax(1)).mean()), 4),
+            }
+            if policy.adaptive_misinformation is not None:
+                alpha = misinformation_weight(own, policy.adaptive_misinformation)
+                row["mostly_misinformation"] = round(float((alpha > 0.5).mean()), 4)
+            rows[defense] = row
+        streams[name] = rows
+        print(f"attack stream {name}: {rows}", flush=True)
+    return streams
+
+
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
@@ -156,6 +197,7 @@ async def measure(app: Any, services: Services, args: argparse.Namespace) -> dic
             served[name] = await answers(client, created.json()["api_key"], clips, args.batch)
             print(f"{name}: served {args.clips} clips", flush=True)
 
+    streams = await attack_streams(services, defenses(taus), args.attack_clips)
     base = served["none"][0]
     own = softmax(logits)
     results: dict[str, Any] = {}
@@ -199,6 +241,7 @@ async def measure(app: Any, services: Services, args: argparse.Namespace) -> dic
         "cpu_repeats": args.repeats,
         "features": None if features is None else int(features.shape[1]),
         "defenses": results,
+        "attack_streams": {"clips": args.attack_clips, "seed": 0, "sources": streams},
     }
 
 
@@ -209,6 +252,7 @@ if __name__ == "__main__":
     parser.add_argument("--calibration-clips", type=int, default=2000)
     parser.add_argument("--am-fractions", type=float, nargs="+", default=[0.05, 0.02])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--attack-clips", type=int, default=500)
     parser.add_argument("--no-write", action="store_true")
     arguments = parser.parse_args()
     started = time.perf_counter()
