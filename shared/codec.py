@@ -276,8 +276,9 @@ def decompress_prefix(data: bytes, encoding: str, size: int) -> bytes:
     """At most the first ``size`` decompressed bytes (fewer if the stream is shorter)."""
     name = encoding.strip().lower()
     try:
-        if name == "gzip":
-            return zlib.decompressobj(wbits=16 + zlib.MAX_WBITS).decompress(data, size)
+        if name == "gzip":  # a bounded input slice: the unconsumed tail is copied
+            head = memoryview(data)[: 2 * size + _CHUNK]
+            return zlib.decompressobj(wbits=16 + zlib.MAX_WBITS).decompress(head, size)
         if name == "zstd":
             import zstandard
 
@@ -363,7 +364,10 @@ def decode_json(payload: object, *, limits: ClipLimits) -> np.ndarray:
 #: JSON bodies up to this size are parsed whole; larger ones must use the base64 form, whose
 #: ``data`` string is cut out and decoded in slices (bounded memory, no long GIL hold).
 DEFAULT_MAX_JSON_PARSE_BYTES: Final = _MiB
-_B64_SLICE: Final = 4 * _MiB  # a multiple of 4 characters
+# Work on large bodies is cut in slices of about this size, so that no single C call that holds
+# the GIL (a search, a copy, a base64 decode) runs long enough to stall the event loop's thread.
+_SCAN_SLICE: Final = _MiB
+_B64_SLICE: Final = _MiB  # a multiple of 4 characters
 
 
 def decode_json_body(
@@ -417,7 +421,7 @@ def parse_json(body: bytes) -> object:
 def _json_string_value(body: bytes, key: bytes) -> tuple[int, int]:
     """Byte range of the string value of the first ``key`` (a quoted name); (-1, -1) if none.
     The value may hold no escapes (base64 has none): the next quote ends it."""
-    at = body.find(key)
+    at = _find_sliced(body, key)
     if at < 0:
         return -1, -1
     pos = at + len(key)
@@ -430,10 +434,21 @@ def _json_string_value(body: bytes, key: bytes) -> tuple[int, int]:
         pos += 1
     if pos >= len(body) or body[pos] != ord('"'):
         return -1, -1
-    close = body.find(b'"', pos + 1)
+    close = _find_sliced(body, b'"', pos + 1)
     if close < 0:
         raise ClipDecodeError("body is not valid JSON: unterminated 'data' string", status=400)
     return pos + 1, close
+
+
+def _find_sliced(data: bytes, needle: bytes, start: int = 0) -> int:
+    """``data.find(needle, start)`` one slice at a time: ``bytes.find`` holds the GIL, and over
+    64 MB it would keep the event loop's thread waiting for the whole scan."""
+    overlap = len(needle) - 1
+    for pos in range(start, len(data), _SCAN_SLICE):
+        found = data.find(needle, pos, pos + _SCAN_SLICE + overlap)
+        if found >= 0:
+            return found
+    return -1
 
 
 def _json_base64_shape(payload: Mapping[object, object], limits: ClipLimits) -> tuple[int, ...]:
@@ -461,14 +476,21 @@ def _b64decode_sliced(text: memoryview, shape: tuple[int, ...]) -> np.ndarray:
             f"{expected_chars}",
             status=400,
         )
-    out = bytearray()
+    # np.empty leaves the pages untouched (bytearray(n) would zero them all in one GIL hold);
+    # the +2 is room for the last slice of a body whose padding decodes past nbytes.
+    out = np.empty(nbytes + 2, dtype=np.uint8)
+    written = 0
     try:
         for pos in range(0, len(text), _B64_SLICE):
-            out += binascii.a2b_base64(text[pos : pos + _B64_SLICE], strict_mode=True)
+            part = binascii.a2b_base64(text[pos : pos + _B64_SLICE], strict_mode=True)
+            out[written : written + len(part)] = np.frombuffer(part, dtype=np.uint8)
+            written += len(part)
     except (binascii.Error, ValueError) as exc:
         raise ClipDecodeError(f"'data' is not valid base64: {exc}", status=400) from None
-    _check_length(len(out), nbytes, "'data'")
-    return _view(out, shape)  # type: ignore[arg-type]  # a bytearray: no second copy
+    _check_length(written, nbytes, "'data'")
+    array = out[:nbytes].reshape(shape)
+    array.flags.writeable = False
+    return array
 
 
 def _decode_json_base64(payload: Mapping[object, object], limits: ClipLimits) -> np.ndarray:
@@ -603,25 +625,34 @@ def _too_large(max_output: int) -> ClipDecodeError:
 
 def _gunzip_bounded(data: bytes, max_output: int) -> bytes:
     inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip container only
-    out = bytearray()
-    pending = bytes(data)
+    parts: list[bytes] = []
+    size = 0
+    view = memoryview(data)
+    pos = 0
+    pending: bytes | memoryview = b""
     try:
-        while pending and not inflater.eof:
+        while not inflater.eof:
+            if not pending:
+                if pos >= len(view):
+                    break
+                # Input in slices: ``unconsumed_tail`` is a copy, so it must stay small.
+                pending = view[pos : pos + _MiB]
+                pos += _MiB
             # Ask for at most one byte past the limit: getting it proves the bomb.
-            room = max_output - len(out) + 1
-            out += inflater.decompress(pending, min(_CHUNK, room))
-            if len(out) > max_output:
+            part = inflater.decompress(pending, min(_CHUNK, max_output - size + 1))
+            parts.append(part)
+            size += len(part)
+            if size > max_output:
                 raise _too_large(max_output)
             pending = inflater.unconsumed_tail
     except zlib.error as exc:
         raise ClipDecodeError(f"corrupt gzip stream: {exc}", status=400) from None
     if not inflater.eof:
         raise ClipDecodeError("truncated gzip stream", status=400)
-    if inflater.unused_data:
-        raise ClipDecodeError(
-            f"{len(inflater.unused_data)} trailing bytes after the gzip stream", status=400
-        )
-    return bytes(out)
+    trailing = len(inflater.unused_data) + max(0, len(view) - pos)
+    if trailing:
+        raise ClipDecodeError(f"{trailing} trailing bytes after the gzip stream", status=400)
+    return b"".join(parts)  # copies without the GIL (a bytearray -> bytes copy would hold it)
 
 
 def _unzstd_bounded(data: bytes, max_output: int) -> bytes:
@@ -636,16 +667,18 @@ def _unzstd_bounded(data: bytes, max_output: int) -> bytes:
     # zstandard's decompressobj has no output bound, so feed it input slices small enough that
     # even the worst expansion ratio cannot carry a single step far past the remaining room.
     inflater = zstandard.ZstdDecompressor().decompressobj()
-    out = bytearray()
+    parts: list[bytes] = []
+    size = 0
     view = memoryview(data)
     pos = 0
     try:
         while pos < len(view) and not inflater.eof:
-            room = max_output - len(out)
-            step = max(64, min(_MiB, room // _ZSTD_MAX_RATIO))
-            out += inflater.decompress(view[pos : pos + step])
+            step = max(64, min(_MiB, (max_output - size) // _ZSTD_MAX_RATIO))
+            part = inflater.decompress(view[pos : pos + step])
+            parts.append(part)
+            size += len(part)
             pos += step
-            if len(out) > max_output:
+            if size > max_output:
                 raise _too_large(max_output)
     except zstandard.ZstdError as exc:
         raise ClipDecodeError(f"corrupt zstd stream: {exc}", status=400) from None
@@ -654,4 +687,4 @@ def _unzstd_bounded(data: bytes, max_output: int) -> bytes:
     trailing = len(inflater.unused_data) + max(0, len(view) - pos)
     if trailing:
         raise ClipDecodeError(f"{trailing} trailing bytes after the zstd frame", status=400)
-    return bytes(out)
+    return b"".join(parts)

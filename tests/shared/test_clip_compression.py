@@ -150,3 +150,47 @@ def test_gzip_with_corrupted_body_is_400() -> None:
     packed = bytearray(compress(np.random.default_rng(4).bytes(10_000), "gzip"))
     packed[20:40] = bytes(20)
     reject(400, lambda: decompress_bounded(bytes(packed), "gzip", max_output=MiB), "gzip")
+
+
+class _RecordingInflater:
+    """Wraps a zlib decompressor and records the size of every input it is handed."""
+
+    def __init__(self, inner: zlib._Decompress, inputs: list[int]) -> None:
+        self._inner = inner
+        self._inputs = inputs
+
+    def decompress(self, data: bytes, max_length: int = 0) -> bytes:
+        self._inputs.append(len(data))
+        return self._inner.decompress(data, max_length)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+
+def test_gzip_input_is_fed_in_bounded_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """zlib copies the unconsumed input on every output-bounded call. Fed the whole body, an
+    incompressible 48 MB gzip body was copied once per 256 KiB of output (15 s holding the
+    GIL); in 1 MiB slices each copy stays small."""
+    payload = np.random.default_rng(5).bytes(6 * MiB)
+    packed = compress(payload, "gzip")
+    inputs: list[int] = []
+    real = zlib.decompressobj
+    monkeypatch.setattr(
+        zlib, "decompressobj", lambda *a, **kw: _RecordingInflater(real(*a, **kw), inputs)
+    )
+    assert decompress_bounded(packed, "gzip", max_output=8 * MiB) == payload
+    assert max(inputs) <= MiB
+    # Linear: each slice is handed over once per 256 KiB of its output (whole: 12x here).
+    assert sum(inputs) < 4 * len(packed)
+
+
+@pytest.mark.parametrize("encoding", ["zstd", "gzip"])
+def test_trailing_bytes_after_a_multi_slice_stream_are_counted(
+    encoding: Literal["zstd", "gzip"],
+) -> None:
+    packed = compress(np.random.default_rng(6).bytes(3 * MiB), encoding)
+    reject(
+        400,
+        lambda: decompress_bounded(packed + b"x" * (2 * MiB), encoding, max_output=4 * MiB),
+        f"{2 * MiB} trailing bytes",
+    )
