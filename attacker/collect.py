@@ -25,7 +25,7 @@ import numpy as np
 
 from attacker.client import Blocked, BudgetExhausted, RetriesExhausted, VictimClient
 from attacker.sources import QueryClip
-from shared.hashing import batch_hashes
+from shared import hashing
 
 
 @dataclass
@@ -162,7 +162,7 @@ class Collector:
                 if not queries:
                     self.stats.stopped_by = "source"
                     break
-                hashes = batch_hashes(np.stack([q.clip for q in queries]))
+                hashes = [q.clip_hash or hashing.clip_hash(q.clip) for q in queries]
                 answers = await self.cache.get_many(hashes)
                 misses = [i for i, a in enumerate(answers) if a is None]
                 if len(misses) > self.allowance - self._reserved and self._paying:

@@ -5,6 +5,10 @@ fully cached rerun as slow as the source. When the run directory holds a transfe
 the same source, seed and clip shape, its clips are replayed first (each still goes through the
 cache lookup, so a lost answer is paid again, never assumed), then the live source continues
 after them.
+
+A replayed clip carries the hash its record holds (the shard it is read from is checksummed), so
+it is not hashed again; and the new transfer set's writer links every shard that comes out the
+same as the previous set's instead of compressing it again (see ``TransferSetWriter(reuse=)``).
 """
 
 from __future__ import annotations
@@ -50,7 +54,12 @@ def replay_then_live(
     replayed = 0
     if previous is not None:
         for record, clip in previous.iter_clips():
-            yield QueryClip(clip=clip, recipe=record.recipe, true_label=record.true_label)
+            yield QueryClip(
+                clip=clip,
+                recipe=record.recipe,
+                true_label=record.true_label,
+                clip_hash=record.clip_hash,
+            )
             replayed += 1
     yield from itertools.islice(live(), replayed, None)
 

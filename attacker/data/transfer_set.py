@@ -8,7 +8,12 @@ Layout of a transfer-set directory::
     clips/shard-00000.npy.zst   uint8 (n, T, H, W, 3) clips, zstd-compressed .npy (no pickle)
 
 Shards are written whole (temp file + rename) before their records are appended, so a record
-never points at a missing clip. Readers stream one shard at a time.
+never points at a missing clip. Readers stream one shard at a time. Shards carry zstd's content
+checksum, so a damaged shard fails to load instead of handing out other clips.
+
+A writer given ``reuse=`` (the previous transfer set of the same query stream, when a run is
+repeated) links each shard whose clips are, hash for hash and in order, one of that set's shards,
+instead of stacking and compressing the same clips again.
 """
 
 from __future__ import annotations
@@ -21,11 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import zstandard
 
-from shared.codec import ClipLimits, compress, decode_npy, decompress_bounded, encode_npy
+from shared.codec import ClipLimits, decode_npy, decompress_bounded, encode_npy
 
 FORMAT_VERSION = 1
 SHARD_CLIPS = 512
+ZSTD_LEVEL = 3
 _SHARD_LIMITS = ClipLimits(max_clips=SHARD_CLIPS, max_decoded_bytes=2**31)
 
 
@@ -121,12 +128,33 @@ def _write_atomic(path: Path, data: bytes) -> None:
     tmp.replace(path)
 
 
+def _link_atomic(source: Path, path: Path) -> None:
+    """``path`` becomes ``source``'s content: a hard link (same file system), else a copy."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        _write_atomic(path, source.read_bytes())
+        return
+    tmp.replace(path)
+
+
+def _compress_shard(clips: list[np.ndarray]) -> bytes:
+    compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True)
+    return compressor.compress(encode_npy(np.stack(clips)))
+
+
 class TransferSetWriter:
     """Appends records in query order; call :meth:`close` (or use ``with``) to finish."""
 
-    def __init__(self, root: Path, manifest: TransferManifest) -> None:
+    def __init__(
+        self, root: Path, manifest: TransferManifest, *, reuse: TransferSet | None = None
+    ) -> None:
         self.root = root
         self.manifest = manifest
+        self._reusable = _shards_by_content(reuse) if reuse is not None else {}
+        self.reused_shards = 0
         (root / "clips").mkdir(parents=True, exist_ok=True)
         for stale in (root / "clips").glob("shard-*"):
             stale.unlink()
@@ -177,8 +205,13 @@ class TransferSetWriter:
     def _flush(self) -> None:
         if not self._clips:
             return
-        data = compress(encode_npy(np.stack(self._clips)), "zstd")
-        _write_atomic(_shard_path(self.root, self._shard), data)
+        target = _shard_path(self.root, self._shard)
+        same = self._reusable.get(tuple(r.clip_hash for r in self._pending))
+        if same is not None and same.is_file():
+            _link_atomic(same, target)
+            self.reused_shards += 1
+        else:
+            _write_atomic(target, _compress_shard(self._clips))
         self._records.write("".join(r.to_json() + "\n" for r in self._pending))
         self._records.flush()
         self._clips, self._pending = [], []
@@ -193,6 +226,17 @@ class TransferSetWriter:
         self._flush()
         self._records.close()
         self._write_manifest()
+
+
+def _shards_by_content(transfer: TransferSet) -> dict[tuple[str, ...], Path]:
+    """Each shard file of ``transfer``, keyed by its clips' hashes in row order."""
+    hashes: dict[int, list[str]] = {}
+    for record in transfer.records:
+        rows = hashes.setdefault(record.shard, [])
+        if record.row != len(rows):  # not a plain shard: never reused
+            rows.append("")
+        rows.append(record.clip_hash)
+    return {tuple(rows): _shard_path(transfer.root, shard) for shard, rows in hashes.items()}
 
 
 class TransferSet:

@@ -111,12 +111,15 @@ class QueryClip:
     ``clip`` is uint8 ``(T, H, W, 3)``, C-contiguous, at the requested :class:`ClipShape`.
     ``recipe`` is JSON-serialisable and enough for :func:`~attacker.sources.recreate_clip` to
     rebuild ``clip`` exactly. ``true_label`` is set only by labelled sources (the victim's own
-    label space); it is never a class-folder name.
+    label space); it is never a class-folder name. ``clip_hash`` is the clip's content hash
+    (:func:`shared.hashing.clip_hash`) when the source already knows it, as a replayed transfer
+    set does; None means it is computed when needed.
     """
 
     clip: np.ndarray
     recipe: dict[str, Any]
     true_label: int | None = None
+    clip_hash: str | None = None
 
 
 @runtime_checkable

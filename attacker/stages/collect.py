@@ -71,7 +71,7 @@ async def collect_transfer_set(
     shaper = stealth_shaper(config, shape)
     # A stealth stream depends on the answers it got, so it is never replayed.
     previous = None if shaper is not None else set_aside_previous(root, manifest)
-    with TransferSetWriter(root, manifest) as writer:
+    with TransferSetWriter(root, manifest, reuse=previous) as writer:
         collector = Collector(
             client=client,
             cache=ResponseCache(store, identity),
@@ -98,6 +98,7 @@ async def collect_transfer_set(
             "queries_before_alarm": stats.extra.get("blocked_after_paid"),
         }
     stats.extra["replayed_from_previous_run"] = 0 if previous is None else len(previous)
+    stats.extra["shards_reused"] = writer.reused_shards
     bar.close()
     return stats
 
