@@ -139,6 +139,46 @@ async def test_compressed_bombs_are_refused_at_their_declared_size(
     assert (await budget_of(victim_app, key["api_key"]))["spent"] == 0
 
 
+async def test_multipart_parts_spanning_many_slices_decode_whole(
+    victim_app: httpx.AsyncClient,
+) -> None:
+    """The multipart parser is handed the body in 1 MiB slices; parts larger than a slice, and
+    a part boundary inside a slice, still decode exactly."""
+    key = await create_key(victim_app, budget=100)
+    first, second = clips(30, seed=1), clips(25, seed=2)  # 1.5 MB and 1.2 MB .npy parts
+    files = [
+        ("file", ("a.npy", encode_npy(first), "application/x-npy")),
+        ("file", ("b.npy", encode_npy(second), "application/x-npy")),
+    ]
+    response = await victim_app.post("/v1/classify", files=files, headers=_auth(key["api_key"]))
+    assert response.status_code == 200, response.text[:300]
+    assert len(response.json()["results"]) == 55
+    garbage = np.random.default_rng(3).bytes(3 * MiB)
+    response = await victim_app.post(
+        "/v1/classify",
+        files=[("file", ("c.mp4", garbage, "video/mp4"))],
+        headers=_auth(key["api_key"]),
+    )
+    assert 400 <= response.status_code < 500, response.text[:300]
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert (await budget_of(victim_app, key["api_key"]))["spent"] == 55
+
+
+async def test_an_incompressible_gzip_body_is_decoded(victim_app: httpx.AsyncClient) -> None:
+    key = await create_key(victim_app, budget=100)
+    batch = clips(60)  # 2.9 MB of .npy, several 1 MiB input slices of gzip
+    body = gzip.compress(encode_npy(batch), compresslevel=1)
+    response = await victim_app.post(
+        "/v1/classify",
+        content=body,
+        headers=_auth(
+            key["api_key"], **{"Content-Type": "application/x-npy", "Content-Encoding": "gzip"}
+        ),
+    )
+    assert response.status_code == 200, response.text[:300]
+    assert len(response.json()["results"]) == 60
+
+
 # --------------------------------------------------------------------------- live server
 
 

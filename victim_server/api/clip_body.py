@@ -12,6 +12,7 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
 import anyio
+import anyio.lowlevel
 import numpy as np
 from fastapi import Request
 from starlette.datastructures import Headers, UploadFile
@@ -151,19 +152,20 @@ def _decode_single(
 
 async def _decode_videos(videos: list[bytes], limits: BodyLimits) -> list[np.ndarray]:
     """Decode in a worker thread (PyAV releases the GIL), one clip per video."""
+    return await anyio.to_thread.run_sync(_decode_video_list, videos, limits, limiter=_LIMITER)
 
-    def decode_all() -> list[np.ndarray]:
-        return [
-            decode_video(
-                video,
-                frames=limits.model_frames,
-                max_frames_read=limits.max_video_frames,
-                max_pixels=limits.max_video_pixels,
-            )
-            for video in videos
-        ]
 
-    clips = await anyio.to_thread.run_sync(decode_all)
+def _decode_video_list(videos: list[bytes], limits: BodyLimits) -> list[np.ndarray]:
+    """Runs in a worker thread."""
+    clips = [
+        decode_video(
+            video,
+            frames=limits.model_frames,
+            max_frames_read=limits.max_video_frames,
+            max_pixels=limits.max_video_pixels,
+        )
+        for video in videos
+    ]
     shapes = {clip.shape for clip in clips}
     if len(shapes) > 1:
         raise ClipDecodeError(
@@ -172,9 +174,17 @@ async def _decode_videos(videos: list[bytes], limits: BodyLimits) -> list[np.nda
     return clips
 
 
+# The multipart parser runs on the event loop: it is handed the body in slices this large, with
+# a checkpoint between them, so that no single boundary search or copy holds the loop for long.
+_MULTIPART_SLICE = 1 << 20
+
+
 async def _decode_multipart(body: bytes, headers: Headers, limits: BodyLimits) -> np.ndarray:
     async def stream() -> AsyncGenerator[bytes, None]:
-        yield body
+        view = memoryview(body)
+        for pos in range(0, len(view), _MULTIPART_SLICE):
+            yield bytes(view[pos : pos + _MULTIPART_SLICE])
+            await anyio.lowlevel.checkpoint()
 
     parser = MultiPartParser(
         headers,
@@ -190,18 +200,21 @@ async def _decode_multipart(body: bytes, headers: Headers, limits: BodyLimits) -
     files = [value for _, value in form.multi_items() if isinstance(value, UploadFile)]
     if not files:
         raise ClipDecodeError("multipart body has no file parts", status=422)
-    videos: list[bytes] = []
-    arrays: list[np.ndarray] = []
+    parts: list[tuple[bool, bytes]] = []  # (is .npy, data)
     for upload in files:
-        data = await upload.read()
         part_type = (upload.content_type or "").split(";")[0].strip().lower()
-        if part_type == NPY_CONTENT_TYPE or (upload.filename or "").endswith(".npy"):
-            arrays.append(decode_npy(data, limits=limits.clips))
-        else:
-            videos.append(data)
+        is_npy = part_type == NPY_CONTENT_TYPE or (upload.filename or "").endswith(".npy")
+        parts.append((is_npy, await upload.read()))
     await form.close()
+    return await anyio.to_thread.run_sync(_clips_from_parts, parts, limits, limiter=_LIMITER)
+
+
+def _clips_from_parts(parts: list[tuple[bool, bytes]], limits: BodyLimits) -> np.ndarray:
+    """Runs in a worker thread: decodes the file parts and joins them into one batch."""
+    arrays = [decode_npy(data, limits=limits.clips) for is_npy, data in parts if is_npy]
+    videos = [data for is_npy, data in parts if not is_npy]
     if videos:
-        arrays.append(np.stack(await _decode_videos(videos, limits)))
+        arrays.append(np.stack(_decode_video_list(videos, limits)))
     if len({a.shape[1:] for a in arrays}) > 1:
         raise ClipDecodeError("file parts decode to clips of different shapes", status=422)
     return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
