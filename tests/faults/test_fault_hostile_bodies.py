@@ -179,6 +179,26 @@ async def test_an_incompressible_gzip_body_is_decoded(victim_app: httpx.AsyncCli
     assert len(response.json()["results"]) == 60
 
 
+async def test_a_large_batch_with_an_idempotency_key_is_charged_once(
+    victim_app: httpx.AsyncClient,
+) -> None:
+    """A batch over 1 MiB is fingerprinted in a worker thread; retries still match it."""
+    key = await create_key(victim_app, budget=100)
+    batch = clips(30)  # 1.5 MB
+    headers = _auth(
+        key["api_key"], **{"Content-Type": "application/x-npy", "Idempotency-Key": "big-1"}
+    )
+    first = await victim_app.post("/v1/classify", content=encode_npy(batch), headers=headers)
+    again = await victim_app.post("/v1/classify", content=encode_npy(batch), headers=headers)
+    assert first.status_code == again.status_code == 200, again.text[:300]
+    assert again.headers.get("idempotent-replayed") == "true"
+    other = await victim_app.post(
+        "/v1/classify", content=encode_npy(clips(30, seed=9)), headers=headers
+    )
+    _problem(other, 422)
+    assert (await budget_of(victim_app, key["api_key"]))["spent"] == 30
+
+
 # --------------------------------------------------------------------------- live server
 
 

@@ -9,6 +9,7 @@ import logging
 import uuid
 from typing import Annotated
 
+import anyio
 import numpy as np
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
@@ -95,7 +96,7 @@ async def classify(
     await _refuse_when_spent(key, services, idempotency_key)  # before reading the body
     clips = await _decode(request, key, services)
     n = int(clips.shape[0])
-    fingerprint = _fingerprint(clips) if idempotency_key else ""
+    fingerprint = await _fingerprint_of(clips) if idempotency_key else ""
     try:
         reservation = await services.ledger.reserve(
             key.key_id,
@@ -294,6 +295,17 @@ async def _decode(request: Request, key: ApiKey, services: Services) -> np.ndarr
     except ClipDecodeError as exc:
         services.metrics.queries.labels(key.key_id, "invalid").inc()
         raise VidStealProblem(problem_from_clip_error(exc)) from None
+
+
+_HASH_ON_LOOP_BYTES = 1 << 20
+
+
+async def _fingerprint_of(clips: np.ndarray) -> str:
+    """Small batches are hashed at once; a large one in a worker thread, since a 64 MB digest
+    would hold the event loop (blake2b lets go of the GIL, so the loop runs meanwhile)."""
+    if clips.nbytes <= _HASH_ON_LOOP_BYTES:
+        return _fingerprint(clips)
+    return await anyio.to_thread.run_sync(_fingerprint, clips)
 
 
 def _fingerprint(clips: np.ndarray) -> str:
