@@ -13,8 +13,11 @@ thread) with redis-server, over loopback:
 Bodies: the 25 MB nested-list clip body with one string value, 100,000 nested brackets, a
 1 MiB body of nested brackets (the largest the victim parses whole), a 25 MB base64 JSON body
 (well-formed; decoded, then refused at the budget check since the key has 1 query left) and a
-64 MB one just under the body limit. Each is sent ``--repeats`` times. The record goes to
-``bench/results/hostile_body_limits.json`` (replaced whole).
+64 MB one just under the body limit; then the other wire forms near 64 MB: a 60 MiB raw body
+and a 50 MB gzip of an incompressible 50 MB ``.npy`` (both decoded, then 429 at the budget), a
+64 MB gzip bomb, and 60 MiB of garbage as ``video/mp4`` and as a multipart file part. Each is
+sent ``--repeats`` times. The record goes to ``bench/results/hostile_body_limits.json``
+(replaced whole).
 
     nice -n 10 .venv/bin/python bench/hostile_body_limits.py
 """
@@ -30,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,6 +44,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import percentile, write_result
 
+from shared.codec import compress, encode_npy
 from vidsteal.processes import start_redis, start_victim
 
 ADMIN_TOKEN = "bench-admin-token-0123456789abcdef"
@@ -73,12 +78,63 @@ def base64_clips(size: int) -> bytes:
     return json.dumps(payload).encode()
 
 
-BODIES: dict[str, Callable[[], bytes]] = {
-    "json_nested_lists_25MB_one_string": lambda: nested_list_clips(25 * 1000 * 1000),
-    "json_nested_brackets_100k_deep": lambda: nested_brackets(100_000),
-    "json_nested_brackets_1MiB": lambda: nested_brackets((MiB - 12) // 2),
-    "json_base64_25MB_valid": lambda: base64_clips(25 * 1000 * 1000),
-    "json_base64_64MB_valid": lambda: base64_clips(64 * MiB - 4096),
+def random_clips(shape: tuple[int, ...]) -> np.ndarray:
+    return np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+
+
+def multipart_garbage(size: int) -> tuple[bytes, dict[str, str]]:
+    boundary = "vidsteal-bench-boundary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.mp4"\r\n'
+        "Content-Type: video/mp4\r\n\r\n"
+    ).encode()
+    body = head + np.random.default_rng(2).bytes(size) + f"\r\n--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def gzip_bomb(size: int) -> bytes:
+    """About ``size`` bytes of gzip members, each 64 MiB of zeros (about 64 GB in all)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    zeros = bytes(MiB)
+    member = b"".join([packer.compress(zeros) for _ in range(64)] + [packer.flush()])
+    return member * max(1, size // len(member))
+
+
+JSON = {"Content-Type": "application/json"}
+BIG_CLIPS = (5, 64, 256, 256, 3)  # 60 MiB, within every per-clip limit
+Body = tuple[bytes, dict[str, str]]
+
+BODIES: dict[str, Callable[[], Body]] = {
+    "json_nested_lists_25MB_one_string": lambda: (nested_list_clips(25 * 1000 * 1000), JSON),
+    "json_nested_brackets_100k_deep": lambda: (nested_brackets(100_000), JSON),
+    "json_nested_brackets_1MiB": lambda: (nested_brackets((MiB - 12) // 2), JSON),
+    "json_base64_25MB_valid": lambda: (base64_clips(25 * 1000 * 1000), JSON),
+    "json_base64_64MB_valid": lambda: (base64_clips(64 * MiB - 4096), JSON),
+    "raw_60MiB_valid": lambda: (
+        random_clips(BIG_CLIPS).tobytes(),
+        {
+            "Content-Type": "application/octet-stream",
+            "X-Clip-Shape": ",".join(map(str, BIG_CLIPS)),
+            "Idempotency-Key": "bench-raw",  # the attacker always sends one: fingerprinted
+        },
+    ),
+    "gzip_npy_50MB_incompressible": lambda: (
+        compress(encode_npy(random_clips((4, 64, 256, 256, 3))), "gzip"),
+        {"Content-Type": "application/x-npy", "Content-Encoding": "gzip"},
+    ),
+    "gzip_bomb_64MB": lambda: (
+        gzip_bomb(64 * MiB - 4096),
+        {
+            "Content-Type": "application/octet-stream",
+            "Content-Encoding": "gzip",
+            "X-Clip-Shape": "1,16,32,32,3",
+        },
+    ),
+    "video_mp4_60MiB_garbage": lambda: (
+        np.random.default_rng(3).bytes(60 * MiB),
+        {"Content-Type": "video/mp4"},
+    ),
+    "multipart_video_60MiB_garbage": lambda: multipart_garbage(60 * MiB),
 }
 
 
@@ -186,7 +242,7 @@ class RssSampler:
 # ------------------------------------------------------------------------------ the run
 
 
-def send(url: str, api_key: str, pid: int, body: bytes, work: Path, name: str) -> dict[str, Any]:
+def send(url: str, api_key: str, pid: int, body: Body, work: Path, name: str) -> dict[str, Any]:
     time.sleep(0.3)
     baseline = _status_kib(pid, "VmRSS")
     hwm_reset = reset_peak(pid)
@@ -196,8 +252,8 @@ def send(url: str, api_key: str, pid: int, body: bytes, work: Path, name: str) -
     started = time.perf_counter()
     response = httpx.post(
         f"{url}/v1/classify",
-        content=body,
-        headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
+        content=body[0],
+        headers={"Authorization": f"Bearer {api_key}", **body[1]},
         timeout=300,
     )
     seconds = time.perf_counter() - started
@@ -251,14 +307,15 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             worst_rss = max(r["rss_increase_mib"] for r in runs)
             worst_health = max(r["healthz"]["max_ms"] or 0.0 for r in runs)
             rows[name] = {
-                "body_bytes": len(body),
+                "body_bytes": len(body[0]),
+                "headers": body[1],
                 "runs": runs,
                 "worst_rss_increase_mib": worst_rss,
                 "worst_healthz_ms": worst_health,
                 "within_limits": worst_rss <= RSS_LIMIT_MIB and worst_health <= HEALTHZ_LIMIT_MS,
             }
             print(
-                f"{name}: {len(body) / 1e6:.1f} MB -> {runs[0]['status']} "
+                f"{name}: {len(body[0]) / 1e6:.1f} MB -> {runs[0]['status']} "
                 f"{runs[0]['problem_type']}, RSS +{worst_rss} MiB, /healthz max "
                 f"{worst_health} ms (idle max {idle['max_ms']} ms)",
                 flush=True,
