@@ -193,7 +193,11 @@ class KeyCreate(_Wire):
     output: OutputMode = OutputMode.PROBS
     top_k: Annotated[int, Field(ge=1, strict=True), JSON_INTEGER] = 5
     name: Annotated[str, Field(min_length=1, max_length=128)] = "client"
-    detection: DetectionPolicy = Field(default_factory=DetectionPolicy)
+    detection: DetectionPolicy | None = Field(
+        default=None,
+        description="omitted: the server's default detection (the OOD monitor where the model "
+        "has a calibration, action log)",
+    )
     defenses: DefensePolicy = Field(default_factory=DefensePolicy)
 
 

@@ -21,6 +21,7 @@ from victim_server.accounting.reconcile import Reconciler
 from victim_server.api import admin, classify, client, health
 from victim_server.api.openapi import install_openapi
 from victim_server.api.problems import install_problem_handlers
+from victim_server.detection.base import DetectorUnavailable
 from victim_server.detection.calibration import load_embedding, load_ood_calibration
 from victim_server.detection.registry import build_detectors
 from victim_server.detection.service import DetectionService
@@ -102,6 +103,13 @@ def create_app(
             detection=detection,
             reconciler=Reconciler(ledger),
         )
+        try:
+            app.state.services.default_detection()
+        except DetectorUnavailable as exc:
+            raise RuntimeError(
+                f"default_detector {settings.default_detector!r} cannot run on "
+                f"{config.model_tag}: {exc}"
+            ) from None
         await _provision_keys(app.state.services)
         batcher.start()
         log.info("serving %s on %s", runner.config.model_tag, runner.device)
@@ -131,6 +139,8 @@ def create_app(
 async def _provision_keys(services: Services) -> None:
     for entry in services.settings.bootstrap_keys:
         plan = KeyCreate.model_validate(entry.model_dump(exclude={"api_key"}))
+        if plan.detection is None:
+            plan = plan.model_copy(update={"detection": services.default_detection()})
         created = await services.keys.create(plan, api_key=entry.api_key)
         if created is not None:
             log.info("provisioned key %s (%s)", created.key_id, created.name)

@@ -113,6 +113,11 @@ class Settings(BaseSettings):
         default=None,
         description="Benign clips (.npz) or a calibration JSON for the detection embedding",
     )
+    default_detector: Literal["auto", "prada", "prada_stats", "ood", "none"] = Field(
+        default="auto",
+        description="Detector of keys created without a detection policy (action log); auto: "
+        "ood where the model has an OOD calibration, else none",
+    )
     ood_calibration: Path | None = Field(
         default=None,
         description="OOD monitor calibration JSON (python -m victim_server calibrate-detectors); "

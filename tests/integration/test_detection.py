@@ -4,6 +4,7 @@ API; state across restarts and processes."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,15 @@ import pytest
 from helpers.services import ADMIN_TOKEN, start_victim
 from helpers.victim import ADMIN_HEADERS, budget_of, create_key, npy_request
 
+from shared.detection import NaturalnessEmbedding
 from shared.synthactions import SynthActions
+from victim_server.accounting.connection import connect_redis
 from victim_server.app import create_app
+from victim_server.detection.base import DetectorUnavailable
+from victim_server.detection.registry import build_detectors
+from victim_server.detection.service import DetectionService
+from victim_server.metrics import VictimMetrics
+from victim_server.services import default_detection
 from victim_server.settings import Settings
 
 PRADA = {"detector": "prada_stats"}  # PRADA on the naturalness statistics, default delta 0.85
@@ -302,3 +310,50 @@ async def test_state_survives_a_restart_and_is_shared_by_two_processes(
         first.stop()
         second.stop()
     await asyncio.sleep(0)
+
+
+async def _app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://victim") as c,
+    ):
+        yield c
+
+
+async def test_keys_without_a_policy_get_the_servers_default_detector(redis_url: str) -> None:
+    """auto: the embedded victim has an OOD calibration, so an omitted policy means ood (log);
+    an explicit policy is kept; a server set to none leaves keys undetected."""
+    auto = Settings(admin_token=ADMIN_TOKEN, redis_url=redis_url, threads=1)  # type: ignore[arg-type]
+    async for client in _app_client(auto):
+        default = await create_key(client, budget=100)
+        assert default["detection"] == {"detector": "ood", "delta": 0.85, "action": "log"}
+        explicit = await create_key(client, budget=100, detection={"detector": "none"})
+        assert explicit["detection"]["detector"] == "none"
+        response = await client.post(
+            "/v1/classify", **npy_request(_noise(10, 4), default["api_key"])
+        )
+        assert response.status_code == 200
+        status = (
+            await client.get(f"/admin/keys/{default['key_id']}/detection", headers=ADMIN_HEADERS)
+        ).json()
+        assert status["detector"] == "ood" and status["queries"] == 10
+    off = Settings(admin_token=ADMIN_TOKEN, redis_url=redis_url, threads=1, default_detector="none")  # type: ignore[arg-type]
+    async for client in _app_client(off):
+        assert (await create_key(client, budget=100))["detection"]["detector"] == "none"
+
+
+async def test_auto_means_none_and_ood_is_refused_for_a_model_without_calibration(
+    redis_url: str,
+) -> None:
+    binary = connect_redis(redis_url, decode=False)
+    try:
+        embedding = NaturalnessEmbedding.fit(SynthActions(seed=5, frames=8).batch(0, 20)[0])
+        detectors = build_detectors(binary, feature_dim=8, embedding=embedding, ood=None)
+        service = DetectionService(detectors, VictimMetrics(), throttle_retry_after_s=1.0)
+        assert default_detection("auto", service).detector == "none"
+        assert default_detection("prada", service).detector == "prada"
+        with pytest.raises(DetectorUnavailable, match="calibrate-detectors"):
+            default_detection("ood", service)
+    finally:
+        await binary.aclose()

@@ -148,7 +148,8 @@ class KeyStore:
                 "top_k": request.top_k,
                 "created_at": created_at.isoformat(),
                 "revoked": "0",
-                "detection": request.detection.model_dump_json(),
+                # the admin API fills an omitted policy with the server's default first
+                "detection": (request.detection or DetectionPolicy()).model_dump_json(),
                 "defenses": request.defenses.model_dump_json(),
             }
             fields = [str(item) for pair in record.items() for item in pair]

@@ -76,7 +76,10 @@ async def create_key(body: KeyCreate, services: ServicesDep) -> KeyCreated:
             f"top_k {body.top_k} exceeds the model's {services.model_config.num_classes} classes",
         )
     _check_defenses(body.defenses, services)
-    services.detection.check(body.detection)
+    if body.detection is None:
+        body = body.model_copy(update={"detection": services.default_detection()})
+    else:
+        services.detection.check(body.detection)
     created = await services.keys.create(body)
     assert created is not None  # a fresh id is always created
     services.metrics.budget_remaining.labels(created.key_id).set(created.remaining)
