@@ -102,7 +102,10 @@ def benign_calibration_batches(
     rendered over :data:`WINDOW_FACTORS` times as many frames; independently, a
     ``codec_fraction`` are replaced by their H.264 round trip at a CRF from :data:`CODEC_CRFS`.
     Every choice comes from ``seed``."""
-    for name, fraction in (("codec_fraction", codec_fraction), ("window_fraction", window_fraction)):
+    for name, fraction in (
+        ("codec_fraction", codec_fraction),
+        ("window_fraction", window_fraction),
+    ):
         if not 0.0 <= fraction <= 1.0:
             raise ValueError(f"{name} must be in [0, 1]")
     renders = {
