@@ -51,7 +51,7 @@ from victim_server.settings import Settings
 from vidsteal.processes import start_redis
 
 DETECTORS: tuple[DetectorName, ...] = ("prada", "prada_stats", "ood")
-DEFAULT_DETECTOR = "prada"
+DEFAULT_DETECTOR = "ood"  # the server default (default_detector: auto) on a calibrated model
 DELTAS = (0.85, 0.90, 0.95)
 DEFAULT_DELTA = 0.85
 SHAPE = ClipShape(16, 32, 32)
