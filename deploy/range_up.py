@@ -348,6 +348,7 @@ def run_range(clone: Path, args: argparse.Namespace, walls: dict[str, float]) ->
         services.remove("grafana")
         log(f"grafana left out: {why}")
     results: dict[str, Any] = {"services": services, "skipped": skipped, "env": env}
+    args.out.mkdir(parents=True, exist_ok=True)
     try:
         started = time.monotonic()
         with timed(walls, "compose up -d (until the attacker starts)"):
@@ -363,8 +364,9 @@ def run_range(clone: Path, args: argparse.Namespace, walls: dict[str, float]) ->
         walls["compose up to report"] = round(time.monotonic() - started, 1)
         log(f"compose up to report: {walls['compose up to report']:.1f} s")
         results["attacker_exit_code"] = int(waited.stdout.strip() or waited.returncode)
-        results.update(collect_outputs(compose, clone, env, args.out))
+        results.update(copy_report(compose, clone, env, args.out))
     finally:
+        results.update(check_logs(compose, clone, env, args.out))
         if not args.keep:
             subprocess.run(
                 [*compose, "down", "-v", "--remove-orphans"],
@@ -375,42 +377,48 @@ def run_range(clone: Path, args: argparse.Namespace, walls: dict[str, float]) ->
     return results
 
 
-def collect_outputs(
-    compose: list[str], clone: Path, env: dict[str, str], out: Path
-) -> dict[str, Any]:
-    """The report, every service's log, and a check that no log holds a secret."""
-    out.mkdir(parents=True, exist_ok=True)
+def copy_report(compose: list[str], clone: Path, env: dict[str, str], out: Path) -> dict[str, Any]:
+    """The attacker's report.json and report.md, copied out of its (stopped) container."""
     container = run(
         [*compose, "ps", "-a", "-q", "attacker"], cwd=clone, env=env, capture_output=True
     ).stdout.split()[0]
     for name in ("report.json", "report.md"):
-        run(
+        subprocess.run(
             ["docker", "cp", f"{container}:{REPORT_DIR}/{name}", str(out / name)],
             capture_output=True,
         )
-    logs = run([*compose, "logs", "--no-color"], cwd=clone, env=env, capture_output=True).stdout
-    (out / "compose.log").write_text(logs)
-    secrets = {}
-    for name in ("admin_token", "api_key", "eval_api_key", "grafana_admin_password"):
-        shown = run(
-            [*compose, "run", "--rm", "-T", "secrets", "show", name],
-            cwd=clone,
-            env=env,
-            capture_output=True,
-        ).stdout.strip()
-        secrets[name] = shown
-    leaked = sorted(name for name, value in secrets.items() if value and value in logs)
-    secrets_log = [line for line in logs.splitlines() if line.startswith("secrets")]
+    if not (out / "report.json").exists():
+        return {"report": None}
     report = json.loads((out / "report.json").read_text())
     return {
         "report": {
             "final": report["final"],
             "collect": report["collect"],
             "wall_seconds": report.get("wall_seconds"),
-        },
-        "secrets_in_logs": leaked,
-        "secrets_log": secrets_log,
+        }
     }
+
+
+def check_logs(compose: list[str], clone: Path, env: dict[str, str], out: Path) -> dict[str, Any]:
+    """Every service's log saved to OUT/compose.log, and which secrets (if any) appear in it."""
+    logs = subprocess.run(
+        [*compose, "logs", "--no-color"], cwd=clone, env=env, capture_output=True, text=True
+    ).stdout
+    (out / "compose.log").write_text(logs)
+    leaked = []
+    for name in ("admin_token", "api_key", "eval_api_key", "grafana_admin_password"):
+        shown = subprocess.run(
+            [*compose, "run", "--rm", "-T", "secrets", "show", name],
+            cwd=clone,
+            env=env,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        if shown and shown in logs:
+            leaked.append(name)
+    secrets_log = [line for line in logs.splitlines() if line.startswith("secrets")]
+    attacker_tail = [line for line in logs.splitlines() if line.startswith("attacker")][-5:]
+    return {"secrets_in_logs": leaked, "secrets_log": secrets_log, "attacker_log": attacker_tail}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -472,7 +480,11 @@ def main(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps(results, indent=2) + "\n")
         if args.build_only:
             return 0
-        ok = results.get("attacker_exit_code") == 0 and not results.get("secrets_in_logs")
+        ok = (
+            results.get("attacker_exit_code") == 0
+            and results.get("report") is not None
+            and not results.get("secrets_in_logs")
+        )
         return 0 if ok else 1
 
 
