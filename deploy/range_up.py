@@ -12,7 +12,8 @@ skipped when its output is already there:
 3. images: `vidsteal-redis` and `vidsteal-prometheus` from Debian's packages
    (deploy/debian/), `vidsteal-victim` and `vidsteal-attacker` from the Dockerfiles with
    BASE_IMAGE set to the base and WHEELS_URL to the wheelhouse, served on 127.0.0.1 to a
-   `--network host` build (rebuilt when their revision label is not this commit);
+   `--network host` build (rebuilt when the code, pins or Dockerfile differ from the commit
+   in their revision label);
 4. a fresh clone of this repository's HEAD (so no .env), `docker compose up -d` there with the
    images above named in the environment, `docker compose wait attacker`, the report copied
    out, wall times printed, then `docker compose down -v` (unless --keep).
@@ -56,19 +57,39 @@ GRAFANA_IMAGE = "grafana/grafana:11.3.0"
 REPORT_DIR = "/runs/compose"  # the attacker's --out in docker-compose.yml
 
 
+# What the vidsteal images COPY (README.md aside: only pip's metadata reads it).
+_CODE = ("pyproject.toml", "deploy/docker", "shared", "victim_server", "attacker", "vidsteal")
+
+
 @dataclass(frozen=True)
 class Image:
     tag: str
     dockerfile: str  # relative to the clone
-    from_repo: bool  # carries the commit as its revision label
+    # Paths the image is built from; empty: built once (Debian packages only). An image whose
+    # revision label names a commit with the same tree for these paths is up to date.
+    inputs: tuple[str, ...] = ()
 
 
 IMAGES = (
-    Image("vidsteal-redis:bookworm", "deploy/debian/Dockerfile.redis", from_repo=False),
-    Image("vidsteal-prometheus:bookworm", "deploy/debian/Dockerfile.prometheus", from_repo=False),
-    Image("vidsteal-victim:latest", "Dockerfile.victim", from_repo=True),
-    Image("vidsteal-attacker:latest", "Dockerfile.attacker", from_repo=True),
+    Image("vidsteal-redis:bookworm", "deploy/debian/Dockerfile.redis"),
+    Image("vidsteal-prometheus:bookworm", "deploy/debian/Dockerfile.prometheus"),
+    Image("vidsteal-victim:latest", "Dockerfile.victim", ("Dockerfile.victim", *_CODE)),
+    Image(
+        "vidsteal-attacker:latest",
+        "Dockerfile.attacker",
+        ("Dockerfile.attacker", *_CODE, "examples"),
+    ),
 )
+
+
+def tree_ids(commit: str, paths: tuple[str, ...]) -> list[str] | None:
+    """Git object ids of ``paths`` at ``commit`` (None when the commit is not in this repo)."""
+    result = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", *(f"{commit}:{path}" for path in paths)],
+        capture_output=True,
+        text=True,
+    )
+    return result.stdout.split() if result.returncode == 0 else None
 
 
 def log(message: str) -> None:
@@ -234,13 +255,23 @@ def serve_directory(directory: Path) -> Iterator[str]:
 
 
 def build_images(
-    clone: Path, wheels_url: str, commit: str, walls: dict[str, float], logs: Path
+    clone: Path,
+    wheels_url: str,
+    commit: str,
+    walls: dict[str, float],
+    logs: Path,
+    *,
+    rebuild_stale: bool = True,
 ) -> None:
     logs.mkdir(parents=True, exist_ok=True)
     for image in IMAGES:
         revision = image_label(image.tag, "org.opencontainers.image.revision")
-        if revision is not None and (not image.from_repo or revision == commit):
-            log(f"{image.tag}: present")
+        if revision is not None and (
+            not image.inputs
+            or not rebuild_stale
+            or tree_ids(revision, image.inputs) == tree_ids(commit, image.inputs)
+        ):
+            log(f"{image.tag}: present (built from {revision[:12] or 'Debian packages'})")
             continue
         command = [
             "docker",
@@ -254,7 +285,7 @@ def build_images(
             "-t",
             image.tag,
         ]
-        if image.from_repo:
+        if image.inputs:
             command += [
                 "--build-arg",
                 f"WHEELS_URL={wheels_url}",
@@ -445,6 +476,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="write the measurements here")
     parser.add_argument("--keep", action="store_true", help="leave the stack and volumes up")
     parser.add_argument("--build-only", action="store_true", help="steps 1-3 only")
+    parser.add_argument(
+        "--no-rebuild",
+        action="store_true",
+        help="use images that exist even when built from other code (their revision is shown)",
+    )
     args = parser.parse_args(argv)
     commit = run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True).stdout.strip()
     walls: dict[str, float] = {}
@@ -459,12 +495,23 @@ def main(argv: list[str] | None = None) -> int:
         with timed(walls, "wheelhouse"):
             wheelhouse = ensure_wheelhouse(args.cache, clone)
         with serve_directory(wheelhouse) as wheels_url:
-            build_images(clone, wheels_url, commit, walls, args.cache / "logs")
+            build_images(
+                clone,
+                wheels_url,
+                commit,
+                walls,
+                args.cache / "logs",
+                rebuild_stale=not args.no_rebuild,
+            )
         results: dict[str, Any] = {"commit": commit, "budget": args.budget}
         if not args.build_only:
             results.update(run_range(clone, args, walls))
         walls["total"] = round(time.monotonic() - started, 1)
         results["wall_seconds"] = walls
+        results["image_revisions"] = {
+            image.tag: image_label(image.tag, "org.opencontainers.image.revision")
+            for image in IMAGES
+        }
         results["image_bytes"] = {
             image.tag: int(
                 run(
