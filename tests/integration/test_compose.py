@@ -534,6 +534,10 @@ def test_dockerfile_is_parametrised_non_root_and_healthchecked(
     assert f'pip install {wheels} ".[{extra}]"' in text
     assert f"pip install {wheels} -r /tmp/requirements.txt" in text
     assert f"requirements_from_pyproject.py pyproject.toml {extra}" in text
+    # The GB-sized dependency layer comes before anything that changes per commit.
+    deps = text.index("-r /tmp/requirements.txt")
+    assert deps < text.index("COPY shared/") < text.index("ARG VCS_REF")
+    assert "COPY --from" not in text, "a copied venv would rewrite the dependencies per commit"
     assert lines[-2] == f'ENTRYPOINT ["python", "-m", "{module}"]'
     for copied in ("pyproject.toml", "README.md", "shared/", "victim_server/", "attacker/"):
         assert re.search(rf"^COPY {re.escape(copied)}", text, flags=re.MULTILINE), copied
