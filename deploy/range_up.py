@@ -503,7 +503,16 @@ def main(argv: list[str] | None = None) -> int:
                 args.cache / "logs",
                 rebuild_stale=not args.no_rebuild,
             )
-        results: dict[str, Any] = {"commit": commit, "budget": args.budget}
+        results: dict[str, Any] = {
+            "commit": commit,
+            "budget": args.budget,
+            "docker_server": run(
+                ["docker", "version", "--format", "{{.Server.Version}}"], capture_output=True
+            ).stdout.strip(),
+            "compose": run(
+                [*compose_command(), "version", "--short"], capture_output=True
+            ).stdout.strip(),
+        }
         if not args.build_only:
             results.update(run_range(clone, args, walls))
         walls["total"] = round(time.monotonic() - started, 1)
