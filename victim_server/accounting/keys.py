@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -259,6 +260,19 @@ def _parse_record(key_id: str, raw: dict[str, str]) -> ApiKey:
         top_k=int(raw.get("top_k", 5)),
         created_at=datetime.fromisoformat(raw["created_at"]),
         revoked=raw.get("revoked") == "1",
-        detection=DetectionPolicy.model_validate(json.loads(raw.get("detection", "{}"))),
-        defenses=DefensePolicy.model_validate(json.loads(raw.get("defenses", "{}"))),
+        detection=_detection_policy(raw.get("detection", "{}")),
+        defenses=_defense_policy(raw.get("defenses", "{}")),
     )
+
+
+# A key's record is read on every request; its policies change only when the admin sets them.
+# Parsing each JSON text once per process (pydantic validation was ~half of authentication's
+# CPU) returns one shared model per text: these models are never mutated.
+@functools.lru_cache(maxsize=1024)
+def _detection_policy(text: str) -> DetectionPolicy:
+    return DetectionPolicy.model_validate(json.loads(text))
+
+
+@functools.lru_cache(maxsize=1024)
+def _defense_policy(text: str) -> DefensePolicy:
+    return DefensePolicy.model_validate(json.loads(text))

@@ -17,7 +17,8 @@ _bearer = HTTPBearer(auto_error=False, description="API key, or the admin token 
 _BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async: FastAPI runs a plain-def dependency in a worker thread (a thread hop per request)
     services: Services = request.app.state.services
     return services
 
