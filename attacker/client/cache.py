@@ -12,6 +12,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from attacker import fastjson
 from shared.hashing import cache_key
 
 CACHE_PREFIX = "vsa:answer"
@@ -29,7 +30,7 @@ class ResponseCache:
         if not clip_hashes:
             return []
         raw = await self._redis.mget([self._key(h) for h in clip_hashes])
-        return [json.loads(value) if value is not None else None for value in raw]
+        return [fastjson.loads(value) if value is not None else None for value in raw]
 
     async def put_many(self, answers: Mapping[str, dict[str, Any]]) -> None:
         if not answers:

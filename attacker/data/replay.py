@@ -14,6 +14,7 @@ same as the previous set's instead of compressing it again (see ``TransferSetWri
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,19 +33,23 @@ def _same_stream(old: TransferManifest, new: TransferManifest) -> bool:
 
 
 def set_aside_previous(root: Path, manifest: TransferManifest) -> TransferSet | None:
-    """Move a reusable transfer set at ``root`` aside (to ``root.previous``) and open it."""
+    """Move a reusable transfer set at ``root`` aside (to ``root.previous``) and open it.
+
+    Its manifest decides; its records are read once, after the move."""
     aside = root.with_name(root.name + PREVIOUS_SUFFIX)
     shutil.rmtree(aside, ignore_errors=True)
-    if not (root / "manifest.json").is_file():
-        return None
     try:
-        old = TransferSet(root)
-    except (OSError, ValueError, KeyError):
-        return None  # unreadable or another format: start from the source
-    if not _same_stream(old.manifest, manifest) or len(old) == 0:
+        old = TransferManifest.from_dict(json.loads((root / "manifest.json").read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # none, unreadable or another format: start from the source
+    if not _same_stream(old, manifest) or old.count == 0:
         return None
     root.rename(aside)
-    return TransferSet(aside)
+    try:
+        return TransferSet(aside)
+    except (OSError, ValueError, KeyError):
+        aside.rename(root)  # records that do not match the manifest: start from the source
+        return None
 
 
 def replay_then_live(

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import zstandard
 
+from attacker import fastjson
 from shared.codec import ClipLimits, decode_npy, decompress_bounded, encode_npy
 
 FORMAT_VERSION = 1
@@ -64,7 +65,7 @@ class TransferRecord:
 
     @classmethod
     def from_json(cls, line: str) -> TransferRecord:
-        d = json.loads(line)
+        d = fastjson.loads(line)
         return cls(
             index=d["i"],
             clip_hash=d["hash"],

@@ -95,3 +95,22 @@ def test_a_damaged_shard_fails_its_checksum(tmp_path: Path) -> None:
     shard.write_bytes(bytes(data))
     with pytest.raises(ClipDecodeError):
         TransferSet(tmp_path).load_shard(0)
+
+
+def test_previous_set_is_set_aside_once_and_refused_when_its_records_are_short(
+    tmp_path: Path,
+) -> None:
+    from attacker.data.replay import set_aside_previous
+
+    root = tmp_path / "transfer"
+    _write(root, _clips(4, seed=0))
+    manifest = TransferManifest(**MANIFEST, clip_shape=[4, 8, 8, 3])  # type: ignore[arg-type]
+
+    previous = set_aside_previous(root, manifest)
+    assert previous is not None and len(previous) == 4 and not root.exists()
+
+    previous.root.rename(root)
+    lines = (root / "records.jsonl").read_text().splitlines()
+    (root / "records.jsonl").write_text("\n".join(lines[:3]) + "\n")  # one record lost
+    assert set_aside_previous(root, manifest) is None
+    assert (root / "manifest.json").is_file()  # left where it was, to be written anew

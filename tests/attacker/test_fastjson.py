@@ -1,0 +1,33 @@
+"""The attacker's JSON parser reads every text as the standard library does."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from attacker.fastjson import loads
+
+TEXTS = [
+    '{"i":0,"hash":"ab","recipe":{"v":1,"shift":[0.26706435127268885,-1e-07]},"paid":false}',
+    '{"label":"caf\\u00e9","probs":[0.018343,1.0,0],"true_label":null}',
+    '{"label":"café"}',
+    "[1, 2.5, 12345678901234567890]",
+]
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_same_value_as_the_standard_library(text: str) -> None:
+    assert loads(text) == json.loads(text)
+    assert loads(text.encode()) == json.loads(text)
+
+
+def test_texts_only_the_standard_library_reads_still_parse() -> None:
+    value = loads(json.dumps({"score": float("nan"), "top": float("inf")}))
+    assert math.isnan(value["score"]) and value["top"] == math.inf
+
+
+def test_invalid_json_is_a_value_error() -> None:
+    with pytest.raises(ValueError):
+        loads('{"i": 0,')
