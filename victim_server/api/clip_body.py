@@ -56,8 +56,8 @@ class BodyLimits:
 async def read_body(request: Request, max_bytes: int) -> bytes:
     """The whole body, refusing (413) a declared or actual size over ``max_bytes`` early.
 
-    The chunks are joined in a worker thread: ``bytes.join`` lets go of the GIL while it copies
-    a large total, so a 64 MB body never stops the event loop for one long copy."""
+    Over 1 MiB, the chunks are joined in a worker thread: ``bytes.join`` lets go of the GIL
+    while it copies a large total, so a 64 MB body never stops the event loop for one copy."""
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -79,9 +79,12 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
         raise ClipDecodeError(
             "empty body: send clips as .npy, raw bytes, JSON or video", status=400
         )
-    if len(chunks) == 1:
-        return chunks[0]
+    if received <= _JOIN_ON_LOOP_BYTES:
+        return b"".join(chunks)
     return await anyio.to_thread.run_sync(b"".join, chunks, limiter=_LIMITER)
+
+
+_JOIN_ON_LOOP_BYTES = 1 << 20  # below this, a copy costs less than a worker-thread hop
 
 
 async def decode_body(body: bytes, headers: Headers, limits: BodyLimits) -> np.ndarray:
