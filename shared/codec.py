@@ -367,6 +367,7 @@ DEFAULT_MAX_JSON_PARSE_BYTES: Final = _MiB
 # Work on large bodies is cut in slices of about this size, so that no single C call that holds
 # the GIL (a search, a copy, a base64 decode) runs long enough to stall the event loop's thread.
 _SCAN_SLICE: Final = _MiB
+_DATA_KEY_RE: Final = re.compile(rb'"data"[ \t\r\n]*:[ \t\r\n]*"')
 _B64_SLICE: Final = _MiB  # a multiple of 4 characters
 
 
@@ -387,7 +388,7 @@ def decode_json_body(
         ".npy / raw bytes",
         status=413,
     )
-    start, end = _json_string_value(body, b'"data"')
+    start, end = _json_data_string(body, search_limit=max_parse_bytes)
     if start < 0:
         raise too_big
     rest = bytes(body[:start]) + bytes(body[end:])
@@ -418,26 +419,19 @@ def parse_json(body: bytes) -> object:
         raise ClipDecodeError(f"body is not valid JSON: {exc}", status=400) from None
 
 
-def _json_string_value(body: bytes, key: bytes) -> tuple[int, int]:
-    """Byte range of the string value of the first ``key`` (a quoted name); (-1, -1) if none.
-    The value may hold no escapes (base64 has none): the next quote ends it."""
-    at = _find_sliced(body, key)
-    if at < 0:
+def _json_data_string(body: bytes, *, search_limit: int) -> tuple[int, int]:
+    """Byte range of the string value of the ``data`` key; (-1, -1) if none. The key is looked
+    for in the first ``search_limit`` bytes only: all that precedes the string is part of the
+    rest parsed as JSON, so a key found later would make the body too large anyway, and a
+    64 MB body without one is refused without reading it all. The value may hold no escapes
+    (base64 has none): the next quote ends it."""
+    match = _DATA_KEY_RE.search(body, 0, search_limit)
+    if match is None:
         return -1, -1
-    pos = at + len(key)
-    while pos < len(body) and body[pos] in b" \t\r\n":
-        pos += 1
-    if pos >= len(body) or body[pos] != ord(":"):
-        return -1, -1
-    pos += 1
-    while pos < len(body) and body[pos] in b" \t\r\n":
-        pos += 1
-    if pos >= len(body) or body[pos] != ord('"'):
-        return -1, -1
-    close = _find_sliced(body, b'"', pos + 1)
+    close = _find_sliced(body, b'"', match.end())
     if close < 0:
         raise ClipDecodeError("body is not valid JSON: unterminated 'data' string", status=400)
-    return pos + 1, close
+    return match.end(), close
 
 
 def _find_sliced(data: bytes, needle: bytes, start: int = 0) -> int:

@@ -458,3 +458,26 @@ def test_large_base64_json_refusals(mutate: Callable[[bytes], bytes], status: in
     with pytest.raises(ClipDecodeError) as caught:
         decode_json_body(body, limits=ClipLimits(), max_parse_bytes=64)
     assert caught.value.status == status
+
+
+def test_large_base64_json_may_put_data_first() -> None:
+    clips = np.random.default_rng(1).integers(0, 256, (2, 4, 8, 8, 3), dtype=np.uint8)
+    payload = encode_json(clips)
+    body = json.dumps({"data": payload["data"], "shape": payload["shape"]}).encode()
+    decoded = decode_json_body(body, limits=ClipLimits(), max_parse_bytes=64)
+    np.testing.assert_array_equal(decoded, clips)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"pad":"' + b"x" * 4096 + b'","data":"AAAA","shape":[1,1,1,1,3]}',  # key past the limit
+        b'{"data"' + b" " * 4096 + b':"AAAA","shape":[1,1,1,1,3]}',  # spaces past the limit
+    ],
+)
+def test_a_data_key_past_the_parse_limit_is_413(body: bytes) -> None:
+    """Everything before the 'data' string is parsed as JSON, so it must lie within the parse
+    limit: the key is not looked for beyond it (a 64 MB body without one is not scanned)."""
+    with pytest.raises(ClipDecodeError) as caught:
+        decode_json_body(body, limits=ClipLimits(), max_parse_bytes=1024)
+    assert caught.value.status == 413
