@@ -10,13 +10,13 @@ thread) with redis-server, over loopback:
   connection, a request every 10 ms) while the body is uploaded and answered, against the same
   prober on the idle server (the CPU is shared, so the idle figure is the floor).
 
-Bodies: the 25 MB nested-list clip body with one string value, 100,000 nested brackets, a
-1 MiB body of nested brackets (the largest the victim parses whole), a 25 MB base64 JSON body
-(well-formed; decoded, then refused at the budget check since the key has 1 query left) and a
-64 MB one just under the body limit; then the other wire forms near 64 MB: a 60 MiB raw body
-and a 50 MB gzip of an incompressible 50 MB ``.npy`` (both decoded, then 429 at the budget), a
-64 MB gzip bomb, and 60 MiB of garbage as ``video/mp4`` and as a multipart file part. Each is
-sent ``--repeats`` times. The record goes to ``bench/results/hostile_body_limits.json``
+Bodies: the 25 MB nested-list clip body with one string value (and a 60 MiB one), 100,000
+nested brackets, a 1 MiB body of nested brackets (the largest the victim parses whole), a 25 MB
+base64 JSON body (well-formed; refused at the clip-count limit) and a 64 MB one just under the
+body limit; then the other wire forms near 64 MB: a 60 MiB raw body and a 50 MB gzip of an
+incompressible 50 MB ``.npy`` (both decoded, then 429 at the budget, the key having 1 query
+left), a 64 MB gzip bomb, and 60 MiB of garbage as ``video/mp4`` and as a multipart file part.
+Each is sent ``--repeats`` times. The record goes to ``bench/results/hostile_body_limits.json``
 (replaced whole).
 
     nice -n 10 .venv/bin/python bench/hostile_body_limits.py
@@ -106,6 +106,7 @@ Body = tuple[bytes, dict[str, str]]
 
 BODIES: dict[str, Callable[[], Body]] = {
     "json_nested_lists_25MB_one_string": lambda: (nested_list_clips(25 * 1000 * 1000), JSON),
+    "json_nested_lists_60MiB_one_string": lambda: (nested_list_clips(60 * MiB), JSON),
     "json_nested_brackets_100k_deep": lambda: (nested_brackets(100_000), JSON),
     "json_nested_brackets_1MiB": lambda: (nested_brackets((MiB - 12) // 2), JSON),
     "json_base64_25MB_valid": lambda: (base64_clips(25 * 1000 * 1000), JSON),
