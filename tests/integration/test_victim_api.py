@@ -39,10 +39,26 @@ async def test_500_concurrent_single_clip_requests_against_budget_137(
             *[client.post("/v1/classify", **npy_request(one, key["api_key"])) for _ in range(500)]
         )
         codes = [r.status_code for r in responses]
-        assert codes.count(200) == 137 and codes.count(429) == 363
+        ok = codes.count(200)
+        # On a starved CPU a Redis reply can miss redis_timeout_s: such a request is a 503
+        # accounting-unavailable whose charge is given back, never a silent charge.
+        unavailable = [r.json() for r in responses if r.status_code == 503]
+        assert all(p["type"] == "urn:vidsteal:problem:accounting-unavailable" for p in unavailable)
+        assert ok + codes.count(429) + len(unavailable) == 500
+        assert ok == 137 if not unavailable else 0 < ok <= 137
         assert all(r.headers["content-type"] == PROBLEM for r in responses if r.status_code == 429)
         budget = await budget_of(client, key["api_key"])
-        assert budget == {"key_id": key["key_id"], "budget": 137, "spent": 137, "remaining": 0}
+        for _ in range(50):  # a charge whose settlement was pending is given back shortly
+            if budget["spent"] == ok:
+                break
+            await asyncio.sleep(0.2)
+            budget = await budget_of(client, key["api_key"])
+        assert budget == {
+            "key_id": key["key_id"],
+            "budget": 137,
+            "spent": ok,
+            "remaining": 137 - ok,
+        }
 
 
 async def test_twelve_requests_of_five_clips_against_budget_50(live_victim: LiveVictim) -> None:
