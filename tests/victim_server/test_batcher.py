@@ -76,3 +76,31 @@ async def test_queue_bound_answers_overloaded() -> None:
     finally:
         gate.set()
         batcher.stop()
+
+
+async def test_a_batch_waits_for_an_announced_request_and_not_for_nobody() -> None:
+    gate = threading.Event()
+    recorder = _Recorder(gate=gate)
+    batcher = MicroBatcher(recorder, max_batch_clips=8, max_wait_s=5.0, max_queue_clips=100)
+    batcher.start()
+    try:
+        gate.set()
+        alone = await asyncio.wait_for(batcher.submit(_req(1, 1)), timeout=2.0)  # no 5 s wait
+        np.testing.assert_array_equal(alone, _req(1, 2))
+
+        arrival = batcher.arriving()  # a second request is being decoded meanwhile
+        first = asyncio.ensure_future(batcher.submit(_req(1, 3)))
+        await asyncio.sleep(0.3)
+        assert not first.done()  # held for the announced request
+        second = await batcher.submit(_req(2, 4), arrival=arrival)
+        np.testing.assert_array_equal(await first, _req(1, 6))
+        np.testing.assert_array_equal(second, _req(2, 8))
+        assert recorder.batches[-1] == [1, 2]  # one forward pass for both
+
+        with batcher.arriving():
+            pending = asyncio.ensure_future(batcher.submit(_req(1, 5)))
+            await asyncio.sleep(0.1)
+        # the announced request gave up: the batch runs without it, well before max_wait
+        np.testing.assert_array_equal(await asyncio.wait_for(pending, timeout=4.0), _req(1, 10))
+    finally:
+        batcher.stop()

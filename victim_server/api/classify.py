@@ -22,11 +22,11 @@ from victim_server.accounting.keys import ApiKey
 from victim_server.accounting.ledger import Reservation, ReserveStatus
 from victim_server.accounting.reconcile import Settlement
 from victim_server.api.clip_body import BodyLimits, decode_body, read_body
-from victim_server.api.deps import ApiKeyDep, ServicesDep
+from victim_server.api.deps import ApiKeyDep, ArrivalDep, ServicesDep
 from victim_server.api.openapi import problem_responses
 from victim_server.api.problems import problem
 from victim_server.detection.base import Observation
-from victim_server.inference.batcher import Overloaded
+from victim_server.inference.batcher import Arrival, Overloaded
 from victim_server.policy.answers import compose_answers
 from victim_server.services import Services
 
@@ -87,7 +87,11 @@ IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_lengt
     responses=problem_responses(400, 401, 403, 409, 413, 415, 422, 429, 500, 503),
 )
 async def classify(
-    request: Request, key: ApiKeyDep, services: ServicesDep, idempotency_key: IdempotencyKey = None
+    request: Request,
+    key: ApiKeyDep,
+    services: ServicesDep,
+    arrival: ArrivalDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Classify a batch of clips; one clip is one query against this key's budget."""
     metrics = services.metrics
@@ -111,7 +115,7 @@ async def classify(
     if reservation.status not in (ReserveStatus.OK, ReserveStatus.TAKEOVER):
         return _not_reserved(reservation, key, n, services)
     try:
-        response = await _answer(clips, key, services, reservation, request_id, poison)
+        response = await _answer(clips, key, services, reservation, request_id, poison, arrival)
     except BaseException as exc:
         settlement = await asyncio.shield(
             services.reconciler.settle(
@@ -148,9 +152,10 @@ async def _answer(
     reservation: Reservation,
     request_id: str,
     poison: bool,
+    arrival: Arrival,
 ) -> ClassifyResponse:
     """Everything between charging and answering; any failure here is given back."""
-    output = await services.batcher.submit(clips)
+    output = await services.batcher.submit(clips, arrival=arrival)
     config = services.model_config
     logits = output.logits
     verdict = await services.detection.observe(

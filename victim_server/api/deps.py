@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -11,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from shared.problems import ProblemType
 from victim_server.accounting.keys import ApiKey
 from victim_server.api.problems import problem
+from victim_server.inference.batcher import Arrival
 from victim_server.services import Services
 
 _bearer = HTTPBearer(auto_error=False, description="API key, or the admin token on /admin")
@@ -24,6 +26,16 @@ async def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+async def announce_arrival(services: ServicesDep) -> AsyncIterator[Arrival]:
+    """Tells the micro-batcher a request is on its way (closed when it is queued or ends), so
+    a batch being formed waits for it instead of running without it."""
+    with services.batcher.arriving() as arrival:
+        yield arrival
+
+
+ArrivalDep = Annotated[Arrival, Depends(announce_arrival)]
 CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 

@@ -1,8 +1,10 @@
 """Micro-batching: many concurrent requests, one model thread, one forward per batch.
 
-Requests wait at most ``max_wait_s`` for company; a batch closes at ``max_batch_clips``. The
-queue is bounded in clips; past it, callers get :class:`Overloaded` (the API answers 503 +
-Retry-After).
+A batch waits for company only while a request has announced itself (:meth:`arriving`: its body
+is being read, decoded and charged) and has not been queued yet, and then at most ``max_wait_s``;
+with nobody on the way it runs at once with what is queued. A batch closes at
+``max_batch_clips``. The queue is bounded in clips; past it, callers get :class:`Overloaded`
+(the API answers 503 + Retry-After).
 """
 
 from __future__ import annotations
@@ -43,6 +45,38 @@ class _Job(Generic[Output]):
 BatchObserver = Callable[[int, float], None]  # (clips in batch, forward seconds)
 
 
+class _Wake:
+    """Queued when an announced request gives up, so a batch waiting for it looks again."""
+
+
+_WAKE = _Wake()
+
+
+class Arrival:
+    """A request on its way to the batcher: settled when it is queued, or closed when it gives up
+    (which wakes a batch waiting for it). Either happens once."""
+
+    def __init__(self, release: Callable[[bool], None]) -> None:
+        self._release: Callable[[bool], None] | None = release
+
+    def queued(self) -> None:
+        self._settle(wake=False)
+
+    def close(self) -> None:
+        self._settle(wake=True)
+
+    def _settle(self, *, wake: bool) -> None:
+        release, self._release = self._release, None
+        if release is not None:
+            release(wake)
+
+    def __enter__(self) -> Arrival:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class MicroBatcher(Generic[Output]):
     def __init__(
         self,
@@ -58,8 +92,9 @@ class MicroBatcher(Generic[Output]):
         self._max_wait = max_wait_s
         self._max_queue = max_queue_clips
         self._observe = observe
-        self._jobs: queue.Queue[_Job[Output] | None] = queue.Queue()
+        self._jobs: queue.Queue[_Job[Output] | _Wake | None] = queue.Queue()
         self._queued_clips = 0
+        self._arriving = 0  # requests announced and not queued yet
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._seconds_per_clip = 0.01  # running estimate, for Retry-After
@@ -83,7 +118,20 @@ class MicroBatcher(Generic[Output]):
     def queued_clips(self) -> int:
         return self._queued_clips
 
-    async def submit(self, clips: np.ndarray) -> Output:
+    def arriving(self) -> Arrival:
+        """Announce a request that will :meth:`submit` soon: until it does (or the arrival is
+        closed), a batch being formed waits for it, at most ``max_wait_s``."""
+        with self._lock:
+            self._arriving += 1
+        return Arrival(self._arrived)
+
+    def _arrived(self, wake: bool) -> None:
+        with self._lock:
+            self._arriving -= 1
+        if wake:
+            self._jobs.put(_WAKE)  # a batch waiting for this request stops waiting
+
+    async def submit(self, clips: np.ndarray, *, arrival: Arrival | None = None) -> Output:
         if self._thread is None:
             raise BatcherStopped("the model thread is not running")
         n = int(clips.shape[0])
@@ -94,6 +142,8 @@ class MicroBatcher(Generic[Output]):
         loop = asyncio.get_running_loop()
         job: _Job[Output] = _Job(clips=clips, future=loop.create_future(), loop=loop)
         self._jobs.put(job)
+        if arrival is not None:
+            arrival.queued()  # after the put: never seen as neither queued nor on its way
         return await job.future
 
     def _loop(self) -> None:
@@ -103,15 +153,22 @@ class MicroBatcher(Generic[Output]):
             pending = None
             if first is None:
                 return
+            if isinstance(first, _Wake):
+                continue
             batch = [first]
             clips = first.clips.shape[0]
             deadline = time.perf_counter() + self._max_wait
             while clips < self._max_batch:
                 wait = deadline - time.perf_counter()
                 try:
-                    job = self._jobs.get(timeout=wait) if wait > 0 else self._jobs.get_nowait()
+                    if wait > 0 and self._arriving > 0:
+                        job = self._jobs.get(timeout=wait)
+                    else:
+                        job = self._jobs.get_nowait()  # nobody on the way: what is queued
                 except queue.Empty:
                     break
+                if isinstance(job, _Wake):
+                    continue  # an announced request gave up: look again at who is on the way
                 if job is None:
                     self._jobs.put(None)  # stop after this batch
                     break
