@@ -394,7 +394,7 @@ def run_range(clone: Path, args: argparse.Namespace, walls: dict[str, float]) ->
             )
         walls["compose up to report"] = round(time.monotonic() - started, 1)
         log(f"compose up to report: {walls['compose up to report']:.1f} s")
-        results["attacker_exit_code"] = int(waited.stdout.strip() or waited.returncode)
+        log(f"compose wait attacker: {waited.stdout.strip() or waited.stderr.strip()}")
         results.update(copy_report(compose, clone, env, args.out))
     finally:
         results.update(check_logs(compose, clone, env, args.out))
@@ -413,20 +413,24 @@ def copy_report(compose: list[str], clone: Path, env: dict[str, str], out: Path)
     container = run(
         [*compose, "ps", "-a", "-q", "attacker"], cwd=clone, env=env, capture_output=True
     ).stdout.split()[0]
+    exit_code = run(
+        ["docker", "inspect", "--format", "{{.State.ExitCode}}", container], capture_output=True
+    ).stdout.strip()
     for name in ("report.json", "report.md"):
         subprocess.run(
             ["docker", "cp", f"{container}:{REPORT_DIR}/{name}", str(out / name)],
             capture_output=True,
         )
     if not (out / "report.json").exists():
-        return {"report": None}
+        return {"attacker_exit_code": int(exit_code), "report": None}
     report = json.loads((out / "report.json").read_text())
     return {
+        "attacker_exit_code": int(exit_code),
         "report": {
             "final": report["final"],
             "collect": report["collect"],
             "wall_seconds": report.get("wall_seconds"),
-        }
+        },
     }
 
 
