@@ -379,6 +379,11 @@ def run_range(clone: Path, args: argparse.Namespace, walls: dict[str, float]) ->
         services.remove("grafana")
         log(f"grafana left out: {why}")
     results: dict[str, Any] = {"services": services, "skipped": skipped, "env": env}
+    # Recorded before `up`: another build may retag the images while the run goes on.
+    results["image_revisions"] = {
+        image.tag: image_label(image.tag, "org.opencontainers.image.revision") for image in IMAGES
+    }
+    results["image_ids"] = {image.tag: image_id(image.tag) for image in IMAGES}
     args.out.mkdir(parents=True, exist_ok=True)
     try:
         started = time.monotonic()
@@ -521,10 +526,13 @@ def main(argv: list[str] | None = None) -> int:
             results.update(run_range(clone, args, walls))
         walls["total"] = round(time.monotonic() - started, 1)
         results["wall_seconds"] = walls
-        results["image_revisions"] = {
-            image.tag: image_label(image.tag, "org.opencontainers.image.revision")
-            for image in IMAGES
-        }
+        results.setdefault(
+            "image_revisions",
+            {
+                image.tag: image_label(image.tag, "org.opencontainers.image.revision")
+                for image in IMAGES
+            },
+        )
         results["image_bytes"] = {
             image.tag: int(
                 run(
