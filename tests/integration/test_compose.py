@@ -157,7 +157,7 @@ def test_compose_config_renders_on_a_fresh_clone_with_no_env_file(
     attack, evaluation = settings.bootstrap_keys
     assert attack.api_key == read_secret(secrets_dir, "api_key")
     assert (attack.budget, attack.output.value) == (5000, "probs")
-    assert attack.detection.detector == "prada" and attack.detection.delta == 0.85
+    assert attack.detection.detector == "ood" and attack.detection.delta == 0.85
     assert attack.detection.action == "log"
     assert evaluation.api_key == read_secret(secrets_dir, "eval_api_key")
     assert (evaluation.budget, evaluation.output.value) == (1000, "label")
