@@ -142,10 +142,24 @@ def prune_command(
     rate: Annotated[
         float, typer.Option(help="Fraction of surviving weights pruned per round.")
     ] = 0.2,
+    target_sparsity: Annotated[
+        float | None,
+        typer.Option(help="Sparsity of the last round; sets the rate per round (not --rate)."),
+    ] = None,
+    rewind: Annotated[
+        str,
+        typer.Option(
+            help="After each pruning step: 'weights' (reset to the rewind point), 'lr' (keep the "
+            "weights, restart the schedule) or 'finetune' (keep them, small constant lr)."
+        ),
+    ] = "weights",
     rewind_step: Annotated[
         int, typer.Option(help="Rewind to the weights after this many steps of round 0 (0: start).")
     ] = 20,
-    epochs: Annotated[float, typer.Option(help="Passes over the transfer set per round.")] = 2.0,
+    epochs: Annotated[
+        float | None,
+        typer.Option(help="Passes over the transfer set per round (default: the run's recipe)."),
+    ] = None,
     start: Annotated[
         str, typer.Option(help="'student' (the run's clone) or 'init' (its random init).")
     ] = "student",
@@ -154,14 +168,18 @@ def prune_command(
     threads: Annotated[int, typer.Option(help="Torch threads (0: the run's setting).")] = 0,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
-    """Lottery-ticket pruning: iterative global magnitude pruning with weight rewinding on the
-    run's transfer set; writes RUN_DIR/prune/ (prune.json, prune.md, prune.png, student/)."""
+    """Iterative global magnitude pruning of the run's student on its transfer set, with weight
+    rewinding (lottery tickets), learning-rate rewinding or fine-tuning after each step; writes
+    RUN_DIR/prune/ (prune.json, prune.md, prune.png, student/) and adds the table to the run's
+    report."""
     from attacker.prune import PruneInputError, PruneSettings, prune_run
 
     try:
         settings = PruneSettings(
             rounds=rounds,
             rate=rate,
+            target_sparsity=target_sparsity,
+            rewind=rewind,  # type: ignore[arg-type]  # checked by PruneSettings
             rewind_step=rewind_step,
             epochs=epochs,
             start=start,  # type: ignore[arg-type]  # checked by PruneSettings

@@ -1,4 +1,4 @@
-"""Lottery-ticket pruning of stolen students: sparsity vs top-1 agreement, per seed and as the
+"""Iterative magnitude pruning of stolen students: sparsity vs top-1 agreement, per seed and as the
 mean and spread of the seeds (writes bench/results/prune.json and prune.png, replaced whole).
 
 Per seed: a real extraction run (``attacker.run.run_attack``, the examples/blackbox_affine.yaml
@@ -12,6 +12,8 @@ those processes and of the victim is recorded.
     .venv/bin/python bench/prune.py --jobs 3                         # seeds 0 1 2, 2,500 queries
     .venv/bin/python bench/prune.py --seeds 0 --budget 2500 --no-write --work /tmp/prune-bench
     .venv/bin/python bench/prune.py --work /tmp/prune-bench --reuse  # prune finished runs again
+    .venv/bin/python bench/prune.py --rewind weights --rounds 8 --target-sparsity 0.8 \\
+        --work /tmp/prune-bench --reuse --results prune_weights   # the same runs, weight rewinding
 """
 
 from __future__ import annotations
@@ -113,9 +115,16 @@ def _reused(run_dir: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def _has_run(run_dir: Path) -> bool:
+    """A finished extraction run ``--reuse`` can prune with other settings."""
+    needed = ("report.json", "eval_set.npz", "student/student.safetensors", "transfer")
+    return all((run_dir / name).exists() for name in needed)
+
+
 def seed_job(job: dict[str, Any]) -> dict[str, Any]:
-    """One seed in its own process with one torch thread: the run, then prune; the result is
-    also written to RUN_DIR/bench_seed.json. An error is returned, not raised."""
+    """One seed in its own process with one torch thread: the run (unless ``--reuse`` found it
+    finished), then prune; the result is also written to RUN_DIR/bench_seed.json. An error is
+    returned, not raised."""
     run_dir = Path(job["run_dir"])
     if job["reuse"]:
         earlier = _reused(run_dir, job["settings"])
@@ -130,11 +139,15 @@ def seed_job(job: dict[str, Any]) -> dict[str, Any]:
         from attacker.run import run_attack
 
         cpu_started = time.process_time()
-        config = load_config(RECIPE, job["overrides"])
-        started = time.perf_counter()
-        run = asyncio.run(run_attack(config, show_progress=False))
-        made = {
-            "wall_seconds": round(time.perf_counter() - started, 1),
+        if not job["overrides"]:  # --reuse: the run is there; prune it with these settings
+            run = json.loads((run_dir / "report.json").read_text())
+            made: dict[str, Any] = {"reused": True}
+        else:
+            config = load_config(RECIPE, job["overrides"])
+            started = time.perf_counter()
+            run = asyncio.run(run_attack(config, show_progress=False))
+            made = {"wall_seconds": round(time.perf_counter() - started, 1)}
+        made |= {
             "paid": run["collect"]["paid"],
             "stopped_by": run["collect"]["stopped_by"],
             "top1_agreement": run["final"]["top1_agreement"],
@@ -227,6 +240,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     settings = PruneSettings(
         rounds=args.rounds,
         rate=args.rate,
+        target_sparsity=args.target_sparsity,
+        rewind=args.rewind,
         rewind_step=args.rewind_step,
         epochs=args.epochs,
         start=args.start,
@@ -247,7 +262,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 "settings": asdict(settings),
                 "overrides": {},
             }
-            if not (args.reuse and _reused(run_dir, asdict(settings))):
+            if not (args.reuse and (_reused(run_dir, asdict(settings)) or _has_run(run_dir))):
                 url = rng.url()
                 job["overrides"] = {
                     "victim.url": url,
@@ -328,7 +343,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         yerr=[r["top1_agreement_std"] for r in rounds],
         fmt="o-",
         capsize=3,
-        label="pruned and rewound (mean ± std)",
+        label=f"pruned, {results['settings']['rewind']} rewinding (mean ± std)",
     )
     ax.axhline(dense["top1_agreement_mean"], color="black", ls=":", label="dense (the run's)")
     ax.axhspan(
@@ -338,7 +353,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax.set_xlabel("sparsity of conv/linear weights (%)")
     ax.set_ylabel("top-1 agreement with the victim")
     ax.set_title(
-        f"Lottery-ticket pruning of tiny3d clones ({results['budget']:,} queries, "
+        f"Iterative magnitude pruning of tiny3d clones ({results['budget']:,} queries, "
         f"{len(results['seeds'])} seeds, commit {git_commit()})",
         fontsize=8,
     )
@@ -357,18 +372,21 @@ if __name__ == "__main__":
     parser.add_argument("--budget", type=int, default=2500)
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--rate", type=float, default=0.2)
+    parser.add_argument("--target-sparsity", type=float, default=None)
+    parser.add_argument("--rewind", default="lr", choices=["weights", "lr", "finetune"])
     parser.add_argument("--rewind-step", type=int, default=20)
-    parser.add_argument("--epochs", type=float, default=2.0)
+    parser.add_argument("--epochs", type=float, default=None, help="default: the run's recipe")
     parser.add_argument("--start", default="student", choices=["student", "init"])
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--work", help="keep the run directories here (default: a temp dir)")
     parser.add_argument("--reuse", action="store_true", help="prune runs already in --work")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--results", default="prune", help="results name (bench/results/NAME)")
     arguments = parser.parse_args()
     out = main(arguments)
     if not arguments.no_write:
-        path = write_result("prune", out)
-        plot(out, RESULTS / "prune.png")
+        path = write_result(arguments.results, out)
+        plot(out, RESULTS / f"{arguments.results}.png")
         print(f"wrote {path}")
     print(
         {k: out["summary"][k] for k in ("goal_met_per_seed", "delta_at_80pct_mean_std")},

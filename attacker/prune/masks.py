@@ -8,6 +8,7 @@ removes a whole channel, which is structured pruning, not this.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ __all__ = [
     "effective_state",
     "global_magnitude_masks",
     "make_permanent",
+    "masks_at_sparsity",
     "prunable_modules",
 ]
 
@@ -59,6 +61,28 @@ def global_magnitude_masks(
     at once. Pruned weights stay pruned; exactly ``round(rate * kept)`` more are removed."""
     if not 0.0 <= rate < 1.0:
         raise ValueError(f"rate must be in [0, 1), got {rate}")
+    scores = _scores(model, masks)
+    pruned_before = int((scores < 0).sum())
+    return _masks_pruning(
+        model, scores, pruned_before + round(rate * (scores.numel() - pruned_before))
+    )
+
+
+def masks_at_sparsity(
+    model: nn.Module, masks: Mapping[str, torch.Tensor], sparsity: float
+) -> Masks:
+    """New masks that prune ``ceil(sparsity * weights)`` of all prunable weights: those ``masks``
+    already prune, then the smallest survivors by magnitude across all modules at once (as
+    :func:`global_magnitude_masks`). A sparsity below what ``masks`` already prune keeps them."""
+    if not 0.0 <= sparsity < 1.0:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
+    scores = _scores(model, masks)
+    target = math.ceil(sparsity * scores.numel() - 1e-9)
+    return _masks_pruning(model, scores, max(target, int((scores < 0).sum())))
+
+
+def _scores(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Every prunable weight's magnitude, flattened in model order; -1 where already pruned."""
     modules = prunable_modules(model)
     if set(modules) != set(masks):
         raise ValueError("masks do not name the model's prunable modules")
@@ -67,12 +91,15 @@ def global_magnitude_masks(
         keep = masks[name].to(torch.bool)
         magnitude = _weight(module).abs().float().flatten()
         scores.append(torch.where(keep.flatten(), magnitude, torch.full_like(magnitude, -1.0)))
-    flat = torch.cat(scores)
-    pruned_before = int((flat < 0).sum())
-    remove = round(rate * (flat.numel() - pruned_before))
+    return torch.cat(scores)
+
+
+def _masks_pruning(model: nn.Module, flat: torch.Tensor, count: int) -> Masks:
+    """Masks that prune the ``count`` lowest-scored weights (the already pruned score -1)."""
+    modules = prunable_modules(model)
     new_flat = torch.ones_like(flat, dtype=torch.bool)
-    if pruned_before + remove:
-        smallest = torch.topk(flat, pruned_before + remove, largest=False).indices
+    if count:
+        smallest = torch.topk(flat, count, largest=False).indices
         new_flat[smallest] = False
     out: Masks = {}
     start = 0

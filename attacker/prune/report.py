@@ -49,6 +49,13 @@ def write_prune_report(out_dir: Path, report: dict[str, Any]) -> dict[str, Path]
     return paths
 
 
+REWIND_TEXT = {
+    "weights": "weight rewinding to the weights after {step} steps of round 0",
+    "lr": "learning-rate rewinding (trained weights kept, the schedule restarted every round)",
+    "finetune": "fine-tuning (trained weights kept, a small constant learning rate)",
+}
+
+
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
@@ -59,11 +66,13 @@ def _markdown(report: dict[str, Any]) -> str:
     lines = [
         f"# Lottery-ticket pruning of `{report['run_dir']}`",
         "",
-        f"- Student: `{report['student']}`; start weights: **{s['start']}**; rewind point: the "
-        f"weights after {report['rewind_taken_at']} steps of round 0",
-        f"- {s['rounds']} rounds pruning {s['rate']:.0%} of the surviving conv/linear weights "
-        f"each (global magnitude), {s['epochs']} epochs ({report['train']['steps']} steps, "
-        f"lr {report['train']['lr']}) per round",
+        f"- Student: `{report['student']}`; start weights: **{s['start']}**; "
+        + REWIND_TEXT[s.get("rewind", "weights")].format(step=report["rewind_taken_at"]),
+        f"- {s['rounds']} rounds pruning {report.get('round_rate', s['rate']):.1%} of the "
+        f"surviving conv/linear weights each (global magnitude), "
+        + ("the run's recipe" if s["epochs"] is None else f"{s['epochs']} epochs")
+        + f" per round ({report['train']['steps']} steps, lr {report['train']['lr']}, "
+        f"{report['train']['schedule']} schedule)",
         f"- Transfer set: {report['transfer']['clips']} clips ({report['transfer']['labelled']} "
         f"with true labels, weight {report['transfer']['true_label_weight']}); loss "
         f"`{report['loss']}`",
@@ -96,7 +105,7 @@ def _markdown(report: dict[str, Any]) -> str:
         f"![sparsity vs top-1 agreement]({PRUNE_PNG})",
         "",
         f"Pruned student exported to `{report['export']}` (zeros stored in place); ticket "
-        f"(rewind weights and masks) in `{report['ticket']}`.",
+        f"(masks, and the rewind weights under weight rewinding) in `{report['ticket']}`.",
         f"Git commit: `{report['git_commit']}`; wall time {report['wall_seconds']:.0f} s.",
         "",
     ]
@@ -127,7 +136,12 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("agreement with the victim (held-out clips)")
     ax.set_xlim(-2, 100)
     ax.grid(alpha=0.3)
-    ax.set_title(f"Lottery-ticket pruning, start: {report['settings']['start']}", fontsize=9)
+    settings = report["settings"]
+    ax.set_title(
+        f"Iterative magnitude pruning, start: {settings['start']}, "
+        f"rewind: {settings.get('rewind', 'weights')}",
+        fontsize=9,
+    )
     ax.legend(fontsize=8, loc="lower left")
     fig.tight_layout()
     fig.savefig(path)

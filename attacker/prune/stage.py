@@ -35,7 +35,8 @@ def _start_model(inputs: RunInputs, settings: PruneSettings) -> StudentModel:
 
 def save_ticket(outcome: PruneOutcome, path: Path) -> Path:
     """The winning ticket: the rewind weights with the last masks applied (``weights.*``), and
-    the masks (``mask.*``, uint8), so the sparse network can be retrained from its rewind point."""
+    the masks (``mask.*``, uint8), so the sparse network can be retrained from its rewind point.
+    Learning-rate rewinding and fine-tuning have no rewind point: their ticket is the masks."""
     tensors = {}
     for key, value in outcome.rewind_state.items():
         module = key.removesuffix(".weight")
@@ -45,7 +46,10 @@ def save_ticket(outcome: PruneOutcome, path: Path) -> Path:
     for module, mask in outcome.masks.items():
         tensors[f"mask.{module}"] = mask.to(torch.uint8).contiguous()
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata={"rewind_step": str(outcome.rewind_taken_at)})
+    metadata: dict[str, str] = {"rewind": outcome.settings.rewind}
+    if outcome.settings.rewind == "weights":
+        metadata["rewind_step"] = str(outcome.rewind_taken_at)
+    save_file(tensors, str(path), metadata=metadata)
     return path
 
 
@@ -82,10 +86,12 @@ def prune_run(
         "run_dir": str(run_dir),
         "student": config.student.architecture,
         "settings": asdict(settings),
+        "round_rate": round(settings.round_rate, 6),
+        "targets": [round(settings.target(i), 6) for i in range(settings.rounds + 1)],
         "train": {
             k: v for k, v in asdict(outcome.train).items() if k not in ("epochs", "precision")
         },
-        "rewind_taken_at": outcome.rewind_taken_at,
+        "rewind_taken_at": outcome.rewind_taken_at if settings.rewind == "weights" else None,
         "pruned": "global magnitude over every Conv1d/2d/3d and Linear weight (head included);"
         " biases and norms kept",
         "loss": config.train.loss_spec(mode).name,

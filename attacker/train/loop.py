@@ -35,7 +35,7 @@ class TrainSettings:
     lr: float = 2e-3
     backbone_lr_ratio: float = 1.0
     weight_decay: float = 0.05
-    schedule: str = "cosine"  # cosine | plateau
+    schedule: str = "cosine"  # cosine | plateau | constant (after the warm-up)
     warmup_steps: int = 50
     grad_clip: float = 2.0
     seed: int = 0
@@ -210,7 +210,11 @@ def train_student(
             if step >= total_steps:
                 break
             if plateau is None:
-                factor = _cosine_factor(step, total_steps, settings.warmup_steps)
+                factor = (
+                    _cosine_factor(step, total_steps, settings.warmup_steps)
+                    if settings.schedule == "cosine"
+                    else min(1.0, (step + 1) / max(1, settings.warmup_steps))  # constant
+                )
                 for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
                     group["lr"] = base * factor
             elif step < settings.warmup_steps:

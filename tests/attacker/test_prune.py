@@ -3,6 +3,9 @@ and rewinding, and the rounds of ``run_lottery`` starting from the rewound weigh
 
 from __future__ import annotations
 
+import copy
+import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import attacker.prune.lottery as lottery
 from attacker.config import validate_config
@@ -23,10 +27,12 @@ from attacker.prune.masks import (
     effective_state,
     global_magnitude_masks,
     make_permanent,
+    masks_at_sparsity,
     prunable_modules,
 )
 from attacker.prune.rewind import StepSnapshot, rewind
-from attacker.stages.train import build_student
+from attacker.stages.train import build_run_loss, build_student
+from attacker.train.loop import train_student
 from shared.synthactions import SynthActions
 
 CLASSES = 4
@@ -225,3 +231,142 @@ def test_every_pruning_round_trains_from_the_rewound_weights(
     final_masks = outcome.masks
     for name, module in prunable_modules(outcome.model).items():
         assert bool((module.weight.detach()[~final_masks[name]] == 0).all())
+
+
+def test_masks_at_sparsity_reach_the_target_count_and_keep_earlier_prunes() -> None:
+    model = _net()
+    total = _weights(model).numel()
+    first = masks_at_sparsity(model, dense_masks(model), 0.3)
+    assert int(sum((~m).sum() for m in first.values())) == math.ceil(0.3 * total)
+    second = masks_at_sparsity(model, first, 0.8)
+    assert int(sum((~m).sum() for m in second.values())) == math.ceil(0.8 * total)
+    for name in first:  # pruned weights stay pruned
+        assert not bool((second[name] & ~first[name]).any())
+    magnitudes = _weights(model).abs()
+    kept = torch.cat([m.flatten() for m in second.values()])
+    assert magnitudes[~kept].max() <= magnitudes[kept].min()  # never pruned: the largest
+    # Asking for less than is already pruned prunes nothing more.
+    again = masks_at_sparsity(model, second, 0.5)
+    assert all(torch.equal(again[n], second[n]) for n in second)
+
+
+def test_a_target_sparsity_sets_the_rate_and_the_last_round_lands_on_it() -> None:
+    settings = PruneSettings(rounds=4, target_sparsity=0.8)
+    assert settings.round_rate == pytest.approx(1 - 0.2**0.25)
+    targets = [settings.target(i) for i in range(5)]
+    assert targets[0] == 0.0 and targets[-1] == 0.8
+    assert targets == sorted(targets)
+    assert PruneSettings(rounds=2, rate=0.5).target(2) == 0.75
+    with pytest.raises(ValueError, match="rewind"):
+        PruneSettings(rewind="later")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="target sparsity"):
+        PruneSettings(target_sparsity=1.0)
+
+
+def _config(**train: Any) -> Any:
+    return validate_config(
+        {
+            "budget": 48,
+            "query": {"source": {"kind": "noise"}},
+            "student": {"architecture": "tiny3d", "kwargs": {"widths": [4, 4, 8, 8]}},
+            "train": {
+                "batch_size": 16,
+                "warmup_steps": 1,
+                "precision": "fp32",
+                "lr": 0.01,
+                **train,
+            },
+            "eval": {"points": [0.25, 0.5, 1.0]},
+        }
+    )
+
+
+def test_rounds_retrain_with_the_runs_own_recipe_unless_told_otherwise(tmp_path: Path) -> None:
+    transfer = _transfer(tmp_path / "transfer")  # 48 clips; points at 12, 24, 48
+    continual = _config(epochs=4)
+    # The last budget point added 24 clips: 4 passes over them at batch 16 = 6 steps.
+    assert lottery.recipe_steps(continual, 48) == 6
+    train = lottery.round_train_settings(continual, transfer, PruneSettings(rewind="lr"))
+    assert (train.steps, train.lr, train.schedule) == (6, 0.01, "cosine")
+    assert lottery.recipe_steps(_config(epochs=4, plan="fresh"), 48) == 12
+    passes = lottery.round_train_settings(continual, transfer, PruneSettings(epochs=2))
+    assert passes.steps == 6  # 2 passes of 3 batches
+    tune = lottery.round_train_settings(continual, transfer, PruneSettings(rewind="finetune"))
+    assert tune.schedule == "constant" and tune.lr == pytest.approx(0.01 * 0.01)
+
+
+def test_a_constant_schedule_keeps_the_learning_rate(tmp_path: Path) -> None:
+    transfer = _transfer(tmp_path / "transfer")
+    config = _config(epochs=4)
+    loss = build_run_loss(config, "probs")
+    seen: list[float] = []
+
+    def record(optimizer: torch.optim.Optimizer, *args: Any) -> None:
+        seen.append(optimizer.param_groups[0]["lr"])
+
+    for schedule, expect_constant in (("constant", True), ("cosine", False)):
+        seen.clear()
+        model = build_student(config, labels=transfer.manifest.labels, clip_shape=[8, 16, 16])
+        settings = replace(
+            lottery.round_train_settings(config, transfer, PruneSettings(rewind="lr")),
+            schedule=schedule,
+            warmup_steps=0,
+        )
+        handle = register_optimizer_step_pre_hook(record)
+        try:
+            train_student(model, transfer, loss, settings, show_progress=False)
+        finally:
+            handle.remove()
+        assert len(seen) == settings.steps
+        assert (len(set(seen)) == 1) == expect_constant, seen
+
+
+def test_lr_rewinding_keeps_the_trained_weights_and_restarts_the_schedule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _config(epochs=4)
+    transfer = _transfer(tmp_path / "transfer")
+    clips = np.stack([c for _, c in transfer.iter_clips()])[:16]
+    eval_set = EvalSet(clips, np.zeros(16, np.int64), np.full(16, -1, np.int64))
+    starts: list[dict[str, torch.Tensor]] = []
+    ends: list[dict[str, torch.Tensor]] = []
+    schedules: list[Any] = []
+    real_train = lottery.train_student
+
+    def spy(model: nn.Module, transfer: Any, loss: Any, settings: Any, **kwargs: Any) -> Any:
+        starts.append(effective_state(model))
+        schedules.append(settings)
+        result = real_train(model, transfer, loss, settings, **kwargs)
+        ends.append(effective_state(model))
+        return result
+
+    monkeypatch.setattr(lottery, "train_student", spy)
+    student = build_student(config, labels=transfer.manifest.labels, clip_shape=[8, 16, 16])
+    dense = effective_state(student)
+    settings = PruneSettings(rounds=2, target_sparsity=0.8, rewind="lr")
+    outcome = run_lottery(
+        config,
+        transfer,
+        eval_set,
+        trained=student,
+        start=copy.deepcopy(student),
+        settings=settings,
+        show_progress=False,
+    )
+    # Round 0 is the run's student as it is (already trained with this recipe): not retrained.
+    assert [r.round for r in outcome.rows] == [None, 0, 1, 2]
+    assert outcome.rows[1].steps == 0 and len(starts) == 2
+    assert outcome.rows[1].fidelity == outcome.rows[0].fidelity
+    # Round 1 starts from those weights, pruned; round 2 from round 1's end, pruned again.
+    for before, start in ((dense, starts[0]), (ends[0], starts[1])):
+        for key, value in before.items():
+            kept = start[key] != 0
+            assert torch.equal(start[key][kept], value[kept]), key
+    assert not torch.equal(starts[1]["head.weight"], starts[0]["head.weight"])
+    # Each round runs the whole recipe from its start: same steps, warm-up and cosine.
+    assert all(s == schedules[0] and s.schedule == "cosine" for s in schedules)
+    assert all(r.steps == lottery.recipe_steps(config, 48) for r in outcome.rows[2:])
+    assert [round(r.sparsity, 3) for r in outcome.rows] == [0.0, 0.0, 0.553, 0.8]
+    assert outcome.rows[-1].sparsity >= 0.8 and outcome.rewind_state == {}
+    assert outcome.model is not None
+    assert count_sparsity(outcome.model).sparsity >= 0.8
