@@ -53,20 +53,21 @@ from shared.synthactions import SynthActions
 from victim_server.app import create_app
 from victim_server.detection.calibration import CALIBRATION_SEED
 from victim_server.policy.answers import perturb_answers
-from victim_server.policy.misinformation import calibrate_tau, misinformation_weight
+from victim_server.policy.misinformation import misinformation_weight
 from victim_server.policy.outputs import softmax
 from victim_server.services import Services
 from victim_server.settings import Settings
 from vidsteal.processes import start_redis
+from vidsteal.scoreboard.benign import BENIGN_SEED, am_taus, forward
+from vidsteal.scoreboard.defenses import AM_NU
 
-EVAL_SEED = 31337
+EVAL_SEED = BENIGN_SEED
 ATTACK_SOURCES: dict[str, dict[str, Any]] = {
     "noise": {"kind": "noise"},
     "stacked_affine": {"kind": "stacked_affine"},
     "stacked_affine_layered": {"kind": "stacked_affine", "layered": 0.8},
 }
 ADMIN = "d" * 32
-AM_NU = 1000.0
 
 
 def defenses(taus: dict[float, float]) -> dict[str, dict[str, Any]]:
@@ -81,17 +82,6 @@ def defenses(taus: dict[float, float]) -> dict[str, dict[str, Any]]:
         name = f"am_{round(100 * fraction)}pct"
         policies[name] = {"adaptive_misinformation": {"tau": tau, "nu": AM_NU}}
     return policies
-
-
-async def forward(services: Services, clips: np.ndarray, batch: int) -> tuple[Any, Any]:
-    """The victim's logits and penultimate features, as the request path computes them."""
-    logits, features = [], []
-    for start in range(0, len(clips), batch):
-        output = await services.batcher.submit(clips[start : start + batch])
-        logits.append(output.logits)
-        if output.features is not None:
-            features.append(output.features)
-    return np.concatenate(logits), (np.concatenate(features) if features else None)
 
 
 async def answers(
@@ -175,9 +165,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 async def measure(app: Any, services: Services, args: argparse.Namespace) -> dict[str, Any]:
     spec = services.model_config.input
     shape = {"frames": spec.frames, "height": spec.height, "width": spec.width}
-    calib_clips, _ = SynthActions(seed=CALIBRATION_SEED, **shape).batch(0, args.calibration_clips)
-    calib_logits, _ = await forward(services, calib_clips, 100)
-    taus = {f: calibrate_tau(softmax(calib_logits), f) for f in args.am_fractions}
+    taus = await am_taus(services, args.calibration_clips, args.am_fractions)
     print(f"tau {taus} from {args.calibration_clips} clips of seed {CALIBRATION_SEED}")
 
     clips, labels = SynthActions(seed=EVAL_SEED, **shape).batch(0, args.clips)

@@ -41,60 +41,20 @@ from _common import RESULTS, write_result
 from attacker.sources import ClipShape, QueryClip, build_source
 from attacker.stealth import StealthShaper
 from shared.detection import NaturalnessEmbedding
-from shared.schemas import DetectionPolicy, DetectorName
-from shared.synthactions import NUM_CLASSES, SynthActions
-from shared.video import encode_mp4
+from shared.schemas import DetectorName
 from victim_server.app import create_app
-from victim_server.detection.base import Observation
 from victim_server.services import Services
 from victim_server.settings import Settings
 from vidsteal.processes import start_redis
+from vidsteal.scoreboard.panel import DEFAULT_DELTA, DetectorPanel
+from vidsteal.scoreboard.streams import realistic_benign, video_folder
 
 DETECTORS: tuple[DetectorName, ...] = ("prada", "prada_stats", "ood")
 DEFAULT_DETECTOR = "ood"  # the server default (default_detector: auto) on a calibrated model
 DELTAS = (0.85, 0.90, 0.95)
-DEFAULT_DELTA = 0.85
 SHAPE = ClipShape(16, 32, 32)
 BATCH = 10  # clips per request, as detectors see them
 CHUNK = 100  # clips per forward pass
-
-
-def video_folder(root: Path, *, seed: int, videos: int, layered: bool) -> Path:
-    """mp4 files in UCF101 layout: SynthActions (benign) or layered affine scenes (attack)."""
-    if layered:
-        source = iter(
-            build_source(
-                {"kind": "stacked_affine", "layered": 1.0}, shape=ClipShape(48, 64, 64), seed=seed
-            )
-        )
-        for i in range(videos):
-            folder = root / f"Scene{i % 8}"
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / f"v_Scene{i % 8}_g{i:03d}_c01.mp4").write_bytes(encode_mp4(next(source).clip))
-        return root
-    data = SynthActions(seed=seed, frames=48, height=64, width=64)
-    for i in range(videos):
-        name = data.class_names[data.label(i)]
-        folder = root / name
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"v_{name}_g{i:03d}_c01.mp4").write_bytes(encode_mp4(data.clip(i)))
-    return root
-
-
-def realistic_benign(seed: int) -> Iterator[QueryClip]:
-    """Sessions of 1-8 clips of one class, as a user uploading related videos would send."""
-    data = SynthActions(seed=seed)
-    rng = np.random.default_rng(seed)
-    by_class: dict[int, list[int]] = {c: [] for c in range(NUM_CLASSES)}
-    index = 0
-    while True:
-        label = int(rng.integers(NUM_CLASSES))
-        for _ in range(int(rng.integers(1, 9))):
-            while not by_class[label]:
-                by_class[data.label(index)].append(index)
-                index += 1
-            i = by_class[label].pop(0)
-            yield QueryClip(clip=data.clip(i), recipe={"seed": seed, "index": i}, true_label=label)
 
 
 async def trajectory(
@@ -105,12 +65,7 @@ async def trajectory(
     shaper: StealthShaper | None = None,
 ) -> dict[str, Any]:
     """Answer ``budget`` queries of ``stream`` once; every detector observes each batch."""
-    policies = {
-        d: DetectionPolicy(detector=d, delta=DEFAULT_DELTA, action="log") for d in DETECTORS
-    }
-    curves: dict[str, list[tuple[int, float]]] = {d: [] for d in DETECTORS}
-    alarms: dict[str, int | None] = dict.fromkeys(DETECTORS)
-    seconds = dict.fromkeys(DETECTORS, 0.0)
+    panel = DetectorPanel(services, name, DETECTORS, delta=DEFAULT_DELTA)
     sent = 0
     started = time.perf_counter()
     # The model answers CHUNK clips per forward pass (a stealth stream: one request at a time,
@@ -128,28 +83,12 @@ async def trajectory(
         for start in range(0, len(queries), BATCH):
             part = slice(start, start + BATCH)
             features = None if output.features is None else output.features[part]
-            batch = Observation(all_clips[part], output.logits[part], features, delta=DEFAULT_DELTA)
-            for detector in DETECTORS:
-                t0 = time.perf_counter()
-                verdict = await services.detection.observe(
-                    f"{name}-{detector}", policies[detector], batch
-                )
-                seconds[detector] += time.perf_counter() - t0
-                assert verdict is not None
-                if verdict.score is not None:
-                    curves[detector].append((verdict.queries, round(verdict.score, 4)))
-                if alarms[detector] is None and verdict.alarm:
-                    alarms[detector] = verdict.alarm_query
+            await panel.observe(all_clips[part], output.logits[part], features)
     result: dict[str, Any] = {"queries": sent, "seconds": round(time.perf_counter() - started, 1)}
     for detector in DETECTORS:
-        curve = curves[detector]
-        row: dict[str, Any] = {
-            "first_alarm": alarms[detector],
-            "final_score": curve[-1][1] if curve else None,
-            "ms_per_clip_observe": round(1e3 * seconds[detector] / max(sent, 1), 3),
-            "curve": curve[:: max(1, len(curve) // 200)],
-        }
+        row = panel.summary(detector)
         if detector.startswith("prada"):
+            curve = panel.curves[detector]
             row["min_w"] = min((w for _, w in curve), default=None)
             row["first_w_below"] = {
                 str(d): next((q for q, w in curve if w < d), None) for d in DELTAS

@@ -41,27 +41,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, git_commit, write_result
 
 from vidsteal.processes import start_redis, start_victim
-
-LAYERED = {"kind": "stacked_affine", "layered": 0.8}
-NATURAL = {"kind": "synthactions", "seed": 777, "labelled": True}
-EVAL_SOURCE = {"kind": "synthactions", "seed": 424242, "labelled": True}
-POINTS = [1250, 2500, 5000, 10000, 20000]
-
-# The recipe every attack uses (attacker defaults, spelled out so the results file carries it).
-STUDENT = {"architecture": "tiny3d", "kwargs": {"widths": [24, 48, 96, 192]}}
-TRAIN = {
-    "plan": "continual",
-    "epochs": 16,
-    "batch_size": 64,
-    "lr": 6e-3,
-    "weight_decay": 0.05,
-    "warmup_steps": 50,
-    "threads": 1,
-    "precision": "auto",
-}
-
-# kl on probabilities, the top-k aware loss on top-k answers, both at T=4 (hard_ce for labels).
-SOFT_LOSS = {"loss": {"name": "auto", "temperature": 4.0}}
+from vidsteal.scoreboard.attacks import (
+    DATAFREE_EXAMPLE,
+    EVAL_SOURCE,
+    LAYERED,
+    NATURAL,
+    SOFT_LOSS,
+    STUDENT,
+    TRAIN,
+    attack_config,
+)
 
 ATTACKS: dict[str, dict[str, Any]] = {
     "probs-stacked-affine": {
@@ -97,7 +86,6 @@ ATTACKS: dict[str, dict[str, Any]] = {
 }
 # Active selection (attacker.active): rounds of ACTIVE_ROUND paid clips, so the round ends fall on
 # the budget points above; each round after the first pays for 1 in `pool_factor` candidates.
-ACTIVE_ROUND = 1250
 ACTIVE_STRATEGIES = ("random", "entropy", "margin", "coreset", "balanced")
 for _strategy in ACTIVE_STRATEGIES:
     ATTACKS[f"active-{_strategy}"] = {
@@ -125,7 +113,6 @@ ATTACKS["active-bandit"] = {
 # The data-free generator of examples/datafree_generator.yaml: no clip from any source; every
 # query is a generated clip or a probe around one. After the loop a fresh student is trained on
 # the transfer set with the example's 4 passes (its loop student already learnt online).
-DATAFREE_EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "datafree_generator.yaml"
 ATTACKS["datafree-generator"] = {
     "output": "probs",
     "budget": 10000,
@@ -148,43 +135,6 @@ GOALS = {
     "probs-stacked-affine@5000 vs knockoffnets-art@5000": ">= +0.10",
 }
 METRICS = ("top1_agreement", "top5_agreement", "accuracy")
-
-
-def attack_config(
-    name: str,
-    spec: dict[str, Any],
-    *,
-    seed: int,
-    url: str,
-    key: str,
-    eval_key: str,
-    redis_url: str,
-    out: Path,
-    scale: float,
-    overrides: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The attacker config of one (attack, seed) job, as YAML would hold it."""
-    budget = max(100, round(spec["budget"] * scale))
-    points = [p / spec["budget"] for p in POINTS if p <= spec["budget"]]
-    query: dict[str, Any] = {"batch_clips": 32, "concurrency": 4}
-    if "datafree" in spec:
-        query["datafree"] = spec["datafree"]
-    else:
-        query["source"] = spec["source"]
-    if "select" in spec:
-        query["select"] = {**spec["select"], "rounds": max(1, round(budget / ACTIVE_ROUND))}
-    return {
-        "name": f"{name}-seed{seed}",
-        "victim": {"url": url, "api_key": key, "eval_api_key": eval_key},
-        "budget": budget,
-        "seed": seed,
-        "redis_url": redis_url,
-        "out": str(out / f"{name}-seed{seed}"),
-        "query": query,
-        "student": STUDENT,
-        "train": {**TRAIN, **spec.get("train", {}), **(overrides or {})},
-        "eval": {"source": EVAL_SOURCE, "clips": 1000, "points": points},
-    }
 
 
 def _key(url: str, admin: str, **plan: Any) -> str:

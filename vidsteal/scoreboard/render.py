@@ -1,0 +1,210 @@
+"""The scoreboard's files: scoreboard.json (everything), scoreboard.md (tables) and
+scoreboard.png (heat maps: agreement per attack x defense, queries to the first alarm per
+attack x detector, each cell annotated)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Matrix", "agreement_matrix", "alarm_matrix", "markdown", "plot", "write_outputs"]
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """A heat map's data: ``values[i][j]`` (None: no value, e.g. no alarm) and cell texts."""
+
+    title: str
+    rows: list[str]
+    columns: list[str]
+    values: list[list[float | None]]
+    texts: list[list[str]]
+
+
+def agreement_matrix(results: dict[str, Any]) -> Matrix:
+    """Top-1 agreement of the clone with the undefended victim, per attack x defense."""
+    attacks = results["attacks"]
+    defenses = list(results["defenses"])
+    costs = results["benign_columns"]["defenses"]
+    values = [[attacks[a]["defenses"][d]["top1_agreement"] for d in defenses] for a in attacks]
+    return Matrix(
+        title=f"top-1 agreement at {results['config']['budget']:,} queries",
+        rows=list(attacks),
+        columns=[
+            f"{d}\n(benign cost {costs[d]['accuracy_cost_points'] + 0.0:.1f} pts)" for d in defenses
+        ],
+        values=values,
+        texts=[[f"{v:.2f}" for v in row] for row in values],
+    )
+
+
+def alarm_matrix(results: dict[str, Any]) -> Matrix:
+    """Queries to the first alarm (None: no alarm within the budget) and the agreement the
+    thief had reached by then, per attack x detector."""
+    attacks = results["attacks"]
+    detectors = results["detectors"]
+    false = results["benign_columns"]["detectors"]
+    values: list[list[float | None]] = []
+    texts: list[list[str]] = []
+    for attack in attacks:
+        cells = [attacks[attack]["detectors"][d] for d in detectors]
+        values.append([c["first_alarm"] for c in cells])
+        texts.append(
+            [
+                f"{'none' if c['first_alarm'] is None else c['first_alarm']}\n"
+                f"({c['agreement_at_alarm']:.2f})"
+                for c in cells
+            ]
+        )
+    return Matrix(
+        title="queries to first alarm (agreement at alarm)",
+        rows=list(attacks),
+        columns=[f"{d}\n(benign FA {_false_alarms(false[d])})" for d in detectors],
+        values=values,
+        texts=texts,
+    )
+
+
+def _false_alarms(column: dict[str, Any]) -> str:
+    return f"{int(column['false_alarm_sessions'])}/{int(column['false_alarm_videos'])}"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    config = results["config"]
+    attacks = results["attacks"]
+    defenses = list(results["defenses"])
+    detectors = results["detectors"]
+    costs = results["benign_columns"]["defenses"]
+    false = results["benign_columns"]["detectors"]
+    lines = [
+        "# VidSteal scoreboard",
+        "",
+        f"Commit {results['git_commit']}, {results['measured_at'][:19]} UTC, victim "
+        f"{results['victim']}; budget {config['budget']:,} queries per run, seed "
+        f"{config['seed']}; agreement = top-1 agreement of the clone with the undefended victim "
+        f"on {results['eval']['clips']:,} held-out SynthActions clips (seed "
+        f"{results['eval']['seed']}). {results.get('seconds', '?')} s wall.",
+        "",
+        "## Agreement per attack and defense",
+        "",
+        "| attack | " + " | ".join(defenses) + " |",
+        "|---|" + "---:|" * len(defenses),
+    ]
+    for attack, row in attacks.items():
+        cells = " | ".join(f"{row['defenses'][d]['top1_agreement']:.3f}" for d in defenses)
+        lines.append(f"| {attack} | {cells} |")
+    lines.append(
+        "| *benign top-1 cost (points)* | "
+        + " | ".join(f"{costs[d]['accuracy_cost_points']:.2f}" for d in defenses)
+        + " |"
+    )
+    lines += [
+        "",
+        "## Queries to the first alarm (agreement at the alarm) per attack and detector",
+        "",
+        "No alarm within the budget: `none`, and the agreement is the full-budget one.",
+        "",
+        "| attack | " + " | ".join(detectors) + " |",
+        "|---|" + "---:|" * len(detectors),
+    ]
+    for attack, row in attacks.items():
+        texts: list[str] = []
+        for d in detectors:
+            cell = row["detectors"][d]
+            alarm = "none" if cell["first_alarm"] is None else f"{cell['first_alarm']:,}"
+            texts.append(f"{alarm} ({cell['agreement_at_alarm']:.3f})")
+        lines.append(f"| {attack} | {' | '.join(texts)} |")
+    sessions = results["benign"]["sessions"]["queries"]
+    videos = results["benign"]["videos"]["queries"]
+    lines.append(
+        f"| *false alarm: {sessions:,} benign clips / {videos:,} mp4s* | "
+        + " | ".join(
+            f"{'yes' if false[d]['false_alarm_sessions'] else 'no'} / "
+            f"{'yes' if false[d]['false_alarm_videos'] else 'no'}"
+            for d in detectors
+        )
+        + " |"
+    )
+    lines += [
+        "",
+        "## Paid queries per run",
+        "",
+        "| run | budget | paid | clips |",
+        "|---|---:|---:|---:|",
+    ]
+    for attack, row in attacks.items():
+        for d in defenses:
+            run = row["defenses"][d]
+            lines.append(f"| {attack} / {d} | {run['budget']} | {run['paid']} | {run['clips']} |")
+        for d in detectors:
+            run = row["detectors"][d]["alarm_run"]
+            if run is not None:
+                lines.append(
+                    f"| {attack} / to the {d} alarm (from the cache) | {run['budget']} | "
+                    f"{run['paid']} | {run['clips']} |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    agreement, alarms = agreement_matrix(results), alarm_matrix(results)
+    budget = results["config"]["budget"]
+    rows = len(agreement.rows)
+    width = 4 + 1.3 * (len(agreement.columns) + len(alarms.columns))
+    fig, axes = plt.subplots(
+        1,
+        2,
+        figsize=(width, 1.6 + 0.55 * rows),
+        dpi=120,
+        gridspec_kw={"width_ratios": [len(agreement.columns), len(alarms.columns)]},
+    )
+    _heat(axes[0], agreement, cmap="RdYlGn_r", vmin=0.0, vmax=1.0, fill=None)
+    # No alarm: drawn as the budget (the darkest cell: the thief got everything).
+    _heat(axes[1], alarms, cmap="viridis", norm=LogNorm(vmin=10, vmax=max(budget, 11)), fill=budget)
+    axes[1].set_yticklabels([])
+    fig.suptitle(f"VidSteal scoreboard, commit {results['git_commit'][:10]}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _heat(ax: Any, matrix: Matrix, *, fill: float | None, **style: Any) -> None:
+    grid = [
+        [math.nan if v is None and fill is None else (fill if v is None else v) for v in row]
+        for row in matrix.values
+    ]
+    ax.imshow(grid, aspect="auto", **style)
+    ax.set_xticks(range(len(matrix.columns)), matrix.columns, fontsize=7, rotation=30, ha="right")
+    ax.set_yticks(range(len(matrix.rows)), matrix.rows, fontsize=8)
+    for i, row in enumerate(matrix.texts):
+        for j, text in enumerate(row):
+            ax.text(
+                j,
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white",
+                bbox={"facecolor": "black", "alpha": 0.35, "pad": 1, "lw": 0},
+            )
+    ax.set_title(matrix.title, fontsize=9)
+
+
+def write_outputs(results: dict[str, Any], out: Path) -> dict[str, Path]:
+    """scoreboard.json, .md and .png in ``out``; returns their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {kind: out / f"scoreboard.{kind}" for kind in ("json", "md", "png")}
+    paths["json"].write_text(json.dumps(results, indent=2) + "\n")
+    paths["md"].write_text(markdown(results))
+    plot(results, paths["png"])
+    return paths
