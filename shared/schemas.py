@@ -108,8 +108,9 @@ class ModelInfo(_Wire):
 
 
 # prada: PRADA on the victim's penultimate features; prada_stats: PRADA on the naturalness
-# statistics; ood: out-of-distribution rate monitor (energy score, CUSUM); none: no detection.
-DetectorName = Literal["prada", "prada_stats", "ood", "none"]
+# statistics; ood: out-of-distribution rate monitor (energy score, CUSUM); seat: near-duplicate
+# queries in a learned similarity space (SEAT); none: no detection.
+DetectorName = Literal["prada", "prada_stats", "ood", "seat", "none"]
 DetectionAction = Literal["log", "throttle", "block", "poison"]
 
 

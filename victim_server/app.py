@@ -82,7 +82,13 @@ def create_app(
             packaged_weights_path(config.model_tag).with_suffix(".ood.json"),
         )
         detection = DetectionService(
-            build_detectors(binary, feature_dim=runner.feature_dim, embedding=embedding, ood=ood),
+            build_detectors(
+                binary,
+                feature_dim=runner.feature_dim,
+                embedding=embedding,
+                ood=ood,
+                seat_weights=settings.seat_weights,
+            ),
             metrics,
             throttle_retry_after_s=settings.throttle_retry_after_s,
         )

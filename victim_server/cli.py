@@ -157,6 +157,50 @@ def calibrate_detectors_command(
     typer.echo(json.dumps({"wrote": str(target), "threshold": calibration.threshold}))
 
 
+@app.command("train-detector")
+def train_detector_command(
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Weights file (.safetensors; the record goes beside it as .json)."),
+    ] = None,
+    steps: Annotated[
+        int, typer.Option(min=1, help="Optimiser steps (64 clips, two views each).")
+    ] = 300,
+    seed: Annotated[
+        int, typer.Option(help="SynthActions seed of the training clips (never an eval seed).")
+    ] = 6150,
+    calibration_clips: Annotated[
+        int, typer.Option(min=200, help="Benign clips of the calibration seed (6151).")
+    ] = 3000,
+    threads: Annotated[int, typer.Option(min=1, help="Torch threads.")] = 1,
+) -> None:
+    """Train the SEAT similarity encoder (detector 'seat') on benign SynthActions, contrastively,
+    and calibrate its near-pair threshold on an unseen seed."""
+    from victim_server.detection.seat_encoder import SEAT_WEIGHTS
+    from victim_server.detection.seat_train import SeatTrainConfig, train_and_calibrate
+
+    if seed in (6151, 8080, 31337, 9001):
+        _fail(f"seed {seed} is a calibration or benchmark seed; train on another")
+    target = out or SEAT_WEIGHTS
+    if target.suffix != ".safetensors":
+        _fail(f"--out must end in .safetensors, not {target.name!r}")
+    config = SeatTrainConfig(seed=seed, steps=steps, threads=threads)
+    record = train_and_calibrate(config, target, calibration_clips=calibration_clips)
+    calibration = record["calibration"]
+    typer.echo(
+        json.dumps(
+            {
+                "wrote": str(target),
+                "bytes": target.stat().st_size,
+                "train_seconds": record["train"]["seconds"],
+                "threshold": round(calibration["threshold"], 4),
+                "augmented_copies_within": calibration["source"]["augmented_copies_within"],
+                "other_clips_within": calibration["source"]["other_clips_within"],
+            }
+        )
+    )
+
+
 @app.command("convert-movinet")
 def convert_movinet_command(
     src: Annotated[Path, typer.Argument(help="TF checkpoint (prefix, dir) or .npz export.")],

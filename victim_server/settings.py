@@ -115,7 +115,7 @@ class Settings(BaseSettings):
         default=None,
         description="Benign clips (.npz) or a calibration JSON for the detection embedding",
     )
-    default_detector: Literal["auto", "prada", "prada_stats", "ood", "none"] = Field(
+    default_detector: Literal["auto", "prada", "prada_stats", "ood", "seat", "none"] = Field(
         default="auto",
         description="Detector of keys created without a detection policy (action log); auto: "
         "ood where the model has an OOD calibration, else none",
@@ -124,6 +124,11 @@ class Settings(BaseSettings):
         default=None,
         description="OOD monitor calibration JSON (python -m victim_server calibrate-detectors); "
         "default: the one committed beside the model's weights, if any",
+    )
+    seat_weights: Path | None = Field(
+        default=None,
+        description="SEAT encoder weights (.safetensors with its .json; python -m victim_server "
+        "train-detector); default: the committed encoder",
     )
 
     metrics_token: SecretStr | None = Field(

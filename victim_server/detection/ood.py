@@ -20,11 +20,19 @@ from shared.detection.ood import OodCalibration
 from victim_server.accounting import keyspace
 from victim_server.detection.base import DetectorUnavailable, Observation, Verdict
 
-__all__ = ["OodDetector"]
+__all__ = [
+    "CUSUM_SCRIPT",
+    "OodDetector",
+    "cusum_result",
+    "cusum_status",
+    "cusum_verdict",
+    "now_iso",
+]
 
 # KEYS[1] state hash; ARGV: flagged increment, unflagged increment, limit, flags ("0"/"1" per
-# clip, in query order), now (ISO time). Mirrors shared.detection.ood.cusum_observe.
-_CUSUM = """
+# clip, in query order), now (ISO time). Mirrors shared.detection.ood.cusum_observe. Other
+# detectors with a Bernoulli CUSUM of per-clip flags (``seat``) run it after their own steps.
+CUSUM_SCRIPT = """
 local s = tonumber(redis.call('HGET', KEYS[1], 'statistic') or '0')
 local q = tonumber(redis.call('HGET', KEYS[1], 'queries') or '0')
 local f = tonumber(redis.call('HGET', KEYS[1], 'flagged') or '0')
@@ -59,7 +67,7 @@ class OodDetector:
     def __init__(self, redis: Redis, calibration: OodCalibration | None) -> None:
         self._redis = redis
         self.calibration = calibration
-        self._script = redis.register_script(_CUSUM)
+        self._script = redis.register_script(CUSUM_SCRIPT)
 
     def check(self) -> None:
         if self.calibration is None:
@@ -75,41 +83,51 @@ class OodDetector:
         flags = "".join("1" if f else "0" for f in self.calibration.flags(batch.logits))
         raw = await self._script(
             keys=[keyspace.detection(key_id, "ood")],
-            args=[repr(up), repr(down), repr(self.calibration.limit), flags, _now()],
+            args=[repr(up), repr(down), repr(self.calibration.limit), flags, now_iso()],
         )
-        statistic, queries, _, alarm_query, alarm_at, new = (_text(v) for v in raw)
-        return self._verdict(statistic, queries, alarm_query, alarm_at, new_alarm=new == "1")
+        return cusum_result(raw)
 
     async def status(self, key_id: str) -> Verdict:
-        raw = await self._redis.hgetall(keyspace.detection(key_id, "ood"))
-        meta = {_text(k): _text(v) for k, v in raw.items()}
-        return self._verdict(
-            meta.get("statistic", ""),
-            meta.get("queries", "0"),
-            meta.get("alarm_query", ""),
-            meta.get("alarm_at", ""),
-        )
+        return await cusum_status(self._redis, keyspace.detection(key_id, "ood"))
 
     async def reset(self, key_id: str) -> None:
         await self._redis.delete(keyspace.detection(key_id, "ood"))
 
-    @staticmethod
-    def _verdict(
-        statistic: str, queries: str, alarm_query: str, alarm_at: str, *, new_alarm: bool = False
-    ) -> Verdict:
-        return Verdict(
-            queries=int(queries or 0),
-            distances=0,
-            w=None,
-            alarm=bool(alarm_query),
-            alarm_query=int(alarm_query) if alarm_query else None,
-            alarm_at=datetime.fromisoformat(alarm_at) if alarm_at else None,
-            new_alarm=new_alarm,
-            score=float(statistic) if statistic else None,
-        )
+
+def cusum_result(raw: list[Any]) -> Verdict:
+    """The verdict :data:`CUSUM_SCRIPT` returns."""
+    statistic, queries, _, alarm_query, alarm_at, new = (_text(v) for v in raw)
+    return cusum_verdict(statistic, queries, alarm_query, alarm_at, new_alarm=new == "1")
 
 
-def _now() -> str:
+async def cusum_status(redis: Redis, name: str) -> Verdict:
+    """The verdict of the CUSUM state hash ``name``."""
+    meta = {_text(k): _text(v) for k, v in (await redis.hgetall(name)).items()}
+    return cusum_verdict(
+        meta.get("statistic", ""),
+        meta.get("queries", "0"),
+        meta.get("alarm_query", ""),
+        meta.get("alarm_at", ""),
+    )
+
+
+def cusum_verdict(
+    statistic: str, queries: str, alarm_query: str, alarm_at: str, *, new_alarm: bool = False
+) -> Verdict:
+    """A CUSUM detector's verdict from its state hash's text fields."""
+    return Verdict(
+        queries=int(queries or 0),
+        distances=0,
+        w=None,
+        alarm=bool(alarm_query),
+        alarm_query=int(alarm_query) if alarm_query else None,
+        alarm_at=datetime.fromisoformat(alarm_at) if alarm_at else None,
+        new_alarm=new_alarm,
+        score=float(statistic) if statistic else None,
+    )
+
+
+def now_iso() -> str:
     return datetime.now(UTC).isoformat()
 
 

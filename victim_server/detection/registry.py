@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from redis.asyncio import Redis
 
 from shared.detection import NaturalnessEmbedding
@@ -13,6 +15,7 @@ from victim_server.detection.prada import (
     feature_embedding,
     statistics_embedding,
 )
+from victim_server.detection.seat import SeatDetector
 from victim_server.detection.store import PradaStore
 
 __all__ = ["FEATURE_SET_BOUND", "STATISTICS_SET_BOUND", "build_detectors"]
@@ -29,8 +32,10 @@ def build_detectors(
     feature_dim: int,
     embedding: NaturalnessEmbedding,
     ood: OodCalibration | None,
+    seat_weights: Path | None = None,
 ) -> dict[str, Detector]:
-    """``redis`` must return bytes (PRADA's sets are binary)."""
+    """``redis`` must return bytes (PRADA's sets and SEAT's ring are binary). ``seat_weights``:
+    the SEAT encoder (default: the committed one)."""
     no_features = None if feature_dim else "the served model exposes no penultimate features"
     return {
         "prada": PradaDetector(
@@ -47,4 +52,5 @@ def build_detectors(
             max_set=STATISTICS_SET_BOUND,
         ),
         "ood": OodDetector(redis, ood),
+        "seat": SeatDetector(redis, path=seat_weights),
     }

@@ -1,0 +1,234 @@
+"""SEAT as a detector plug-in (``seat``): near-duplicate queries in a learned similarity space.
+
+After Zhang, Chen and Wagner, "SEAT: Similarity Encoder by Adversarial Training for Detecting
+Model Extraction Attack Queries" (AISec 2021): an encoder trained so that augmented copies of
+benign clips land close (``seat_encoder.py``, trained by ``python -m victim_server
+train-detector``) maps every query to a unit vector; an account whose queries keep falling near
+its own earlier queries is extracting. Benign users rarely send two clips that close; extraction
+streams do (perturbed copies of seeds, overlapping windows of one video, one image moved about,
+out-of-distribution inputs that the encoder collapses together).
+
+Per key, a ring of the last :data:`RING` query embeddings is kept in Redis. Each new clip is
+compared with the ring (and the clips before it in its request): it is *flagged* when one of them
+lies within the calibrated distance ``threshold``, and the number of such near pairs is counted.
+A Bernoulli CUSUM of the flags (the OOD monitor's test, ``shared.detection.ood``) alarms when the
+key's near-neighbour rate has shifted from the benign rate to the attack rate. The threshold is
+the calibration's 99th-percentile nearest-neighbour distance of benign same-class sessions on a
+SynthActions seed the encoder never saw (``seat_train.calibrate_seat``), so benign queries are
+flagged about 1% of the time.
+
+Cost per clip is bounded whatever the history: one encoder pass, one read of the ring
+(:data:`RING` x 64 float32 = 256 KiB per key, the memory bound) and a distance to each of its
+members, one Redis script. Layout::
+
+    vs:{key_id}:det:seat        hash: statistic, queries, flagged, pairs, alarm_query, alarm_at
+    vs:{key_id}:det:seat:ring   float32 bytes: the last RING embeddings, slot = query % RING
+
+The script writes the request's embeddings at their slots and runs the CUSUM atomically; two
+concurrent requests of one key do not see each other's clips (a pair split across them is
+missed: detection fails open, never double counts).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import anyio
+import numpy as np
+from redis.asyncio import Redis
+
+from victim_server.accounting import keyspace
+from victim_server.detection.base import DetectorUnavailable, Observation, Verdict
+from victim_server.detection.ood import CUSUM_SCRIPT, cusum_result, cusum_status, now_iso
+from victim_server.detection.seat_encoder import SeatModel, load_seat_model
+
+__all__ = ["RING", "SeatCalibration", "SeatDetector", "load_seat", "nearest_in_ring"]
+
+# Recent query embeddings kept per key: the per-clip cost and memory bound.
+RING = 1024
+
+# ARGV after the CUSUM's five: ring size, bytes per embedding, the request's embeddings
+# (concatenated float32), near pairs in this request. Writes each embedding at slot
+# (queries before it) % ring, then the CUSUM (CUSUM_SCRIPT) updates the hash.
+_RING_THEN_CUSUM = (
+    """
+local q0 = tonumber(redis.call('HGET', KEYS[1], 'queries') or '0')
+local ring, width, blob = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
+for i = 0, #ARGV[4] - 1 do
+  local slot = (q0 + i) % ring
+  redis.call('SETRANGE', KEYS[2], slot * width, string.sub(blob, i * width + 1, (i + 1) * width))
+end
+redis.call('HINCRBY', KEYS[1], 'pairs', ARGV[9])
+"""
+    + CUSUM_SCRIPT
+)
+
+
+def nearest_in_ring(ring: np.ndarray, vector: np.ndarray) -> float:
+    """The L2 distance from ``vector`` to its nearest member of ``ring`` (inf when empty)."""
+    if len(ring) == 0:
+        return math.inf
+    return float(np.sqrt(((ring - vector) ** 2).sum(axis=1).min()))
+
+
+@dataclass(frozen=True)
+class SeatCalibration:
+    """Near-pair threshold and the CUSUM on the near-neighbour rate (in the encoder's JSON)."""
+
+    threshold: float  # L2 distance between unit embeddings below which two queries pair up
+    benign_rate: float
+    attack_rate: float
+    limit: float
+    ring: int = RING
+    source: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def fit(
+        cls,
+        nearest: np.ndarray,
+        *,
+        quantile: float = 0.99,
+        margin: float = 2.0,
+        attack_rate: float = 0.25,
+        arl: float = 1e6,
+        ring: int = RING,
+        source: dict[str, Any] | None = None,
+    ) -> SeatCalibration:
+        """From benign queries' nearest-neighbour distances to their ring: the threshold is
+        their ``1 - quantile`` quantile (benign flag rate ``1 - quantile``); the CUSUM as the
+        OOD monitor's (``OodCalibration.fit``): benign rate x ``margin``, ``limit = log(arl)``."""
+        distances = np.asarray(nearest, dtype=np.float64)
+        if distances.size < 100:
+            raise ValueError(f"calibration needs at least 100 distances, got {distances.size}")
+        threshold = float(np.quantile(distances, 1.0 - quantile))
+        observed = float((distances < threshold).mean())
+        benign_rate = min(0.5, max(observed, 1.0 - quantile) * margin)
+        if not benign_rate < attack_rate < 1.0:
+            raise ValueError(f"attack_rate {attack_rate} must lie in ({benign_rate}, 1)")
+        return cls(
+            threshold=threshold,
+            benign_rate=benign_rate,
+            attack_rate=attack_rate,
+            limit=math.log(arl),
+            ring=ring,
+            source={
+                **(source or {}),
+                "distances": int(distances.size),
+                "quantile": quantile,
+                "margin": margin,
+                "arl": arl,
+                "observed_flag_rate": observed,
+            },
+        )
+
+    @property
+    def increments(self) -> tuple[float, float]:
+        p0, p1 = self.benign_rate, self.attack_rate
+        return math.log(p1 / p0), math.log((1 - p1) / (1 - p0))
+
+    def with_source(self, **extra: Any) -> SeatCalibration:
+        return replace(self, source={**self.source, **extra})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SeatCalibration:
+        return cls(**data)
+
+
+def load_seat(path: Path | None = None) -> tuple[SeatModel, SeatCalibration]:
+    """The encoder at ``path`` (default: committed) and its calibration; raises
+    :class:`DetectorUnavailable` when either is missing."""
+    model = load_seat_model(path)
+    if "calibration" not in model.record:
+        raise DetectorUnavailable(f"the SEAT encoder at {path} has no calibration in its .json")
+    return model, SeatCalibration.from_dict(model.record["calibration"])
+
+
+class SeatDetector:
+    name = "seat"
+
+    def __init__(self, redis: Redis, *, path: Path | None = None) -> None:
+        """``redis`` must return bytes (the ring is binary). The encoder is loaded from ``path``
+        (default: the committed weights) when first needed; if it cannot be, the detector is
+        unavailable and says why."""
+        self._redis = redis
+        self._script = redis.register_script(_RING_THEN_CUSUM)
+        self._why: str | None = None
+        self.model: SeatModel | None = None
+        self.calibration: SeatCalibration | None = None
+        try:
+            self.model, self.calibration = load_seat(path)
+        except DetectorUnavailable as exc:
+            self._why = str(exc)
+        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+            self._why = f"the SEAT encoder at {path or 'the default path'} cannot be read: {exc}"
+
+    def check(self) -> None:
+        if self._why is not None:
+            raise DetectorUnavailable(self._why)
+
+    def _names(self, key_id: str) -> list[str]:
+        return [keyspace.detection(key_id, "seat"), keyspace.detection(key_id, "seat:ring")]
+
+    async def observe(self, key_id: str, batch: Observation) -> Verdict:
+        self.check()
+        assert self.model is not None
+        vectors = await anyio.to_thread.run_sync(self.model.embed, batch.clips)
+        return await self.observe_embeddings(key_id, vectors)
+
+    async def observe_embeddings(self, key_id: str, vectors: np.ndarray) -> Verdict:
+        """The state update for clips already embedded (unit vectors, in query order)."""
+        self.check()
+        assert self.calibration is not None
+        flags, pairs = await self._near(key_id, vectors)
+        up, down = self.calibration.increments
+        raw = await self._script(
+            keys=self._names(key_id),
+            args=[
+                repr(up),
+                repr(down),
+                repr(self.calibration.limit),
+                "".join("1" if f else "0" for f in flags),
+                now_iso(),
+                self.calibration.ring,
+                vectors.shape[1] * 4,
+                vectors.astype(np.float32).tobytes(),
+                pairs,
+            ],
+        )
+        return cusum_result(raw)
+
+    async def _near(self, key_id: str, vectors: np.ndarray) -> tuple[list[bool], int]:
+        """Per clip: has it a near neighbour among the ring and the clips before it? And the
+        number of near pairs."""
+        assert self.calibration is not None
+        hash_name, ring_name = self._names(key_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hget(hash_name, "queries")
+            pipe.get(ring_name)
+            queries, blob = await pipe.execute()
+        dim = vectors.shape[1]
+        held = min(int(queries or 0), self.calibration.ring)
+        ring = np.frombuffer(blob or b"", dtype=np.float32).reshape(-1, dim)[:held]
+        candidates = np.concatenate([ring, vectors])
+        # squared distances of unit vectors: 2 - 2 cos
+        near = 2.0 - 2.0 * (vectors @ candidates.T) < self.calibration.threshold**2
+        flags, pairs = [], 0
+        for i in range(len(vectors)):
+            row = near[i, : held + i]  # the ring and the clips before this one
+            count = int(row.sum())
+            flags.append(count > 0)
+            pairs += count
+        return flags, pairs
+
+    async def status(self, key_id: str) -> Verdict:
+        return await cusum_status(self._redis, self._names(key_id)[0])
+
+    async def reset(self, key_id: str) -> None:
+        await self._redis.delete(*self._names(key_id))
