@@ -168,8 +168,10 @@ def plot(results: dict[str, Any], path: Path) -> None:
         gridspec_kw={"width_ratios": [len(agreement.columns), len(alarms.columns)]},
     )
     _heat(axes[0], agreement, cmap="RdYlGn_r", vmin=0.0, vmax=1.0, fill=None)
-    # No alarm: drawn as the budget (the darkest cell: the thief got everything).
-    _heat(axes[1], alarms, cmap="viridis", norm=LogNorm(vmin=10, vmax=max(budget, 11)), fill=budget)
+    # No alarm: drawn as the budget (the thief got everything: the defender's worst colour).
+    _heat(
+        axes[1], alarms, cmap="RdYlGn_r", norm=LogNorm(vmin=10, vmax=max(budget, 11)), fill=budget
+    )
     axes[1].set_yticklabels([])
     fig.suptitle(f"VidSteal scoreboard, commit {results['git_commit'][:10]}", fontsize=9)
     fig.tight_layout()
