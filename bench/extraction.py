@@ -51,6 +51,7 @@ from vidsteal.scoreboard.attacks import (
     TRAIN,
     attack_config,
 )
+from vidsteal.scoreboard.runs import create_key as _key
 
 ATTACKS: dict[str, dict[str, Any]] = {
     "probs-stacked-affine": {
@@ -135,15 +136,6 @@ GOALS = {
     "probs-stacked-affine@5000 vs knockoffnets-art@5000": ">= +0.10",
 }
 METRICS = ("top1_agreement", "top5_agreement", "accuracy")
-
-
-def _key(url: str, admin: str, **plan: Any) -> str:
-    response = httpx.post(
-        f"{url}/admin/keys", json=plan, headers={"Authorization": f"Bearer {admin}"}, timeout=30
-    )
-    response.raise_for_status()
-    key: str = response.json()["api_key"]
-    return key
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:

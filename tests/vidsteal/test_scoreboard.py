@@ -124,10 +124,13 @@ def test_tables_and_heat_maps_carry_every_cell(tmp_path: Path) -> None:
     assert "cost 1.5 pts" in agreement.columns[1]
     alarms = alarm_matrix(results)
     assert alarms.values == [[16, None]]
-    assert alarms.texts == [["16\n(0.10)", "none\n(0.50)"]]
+    assert alarms.texts == [["16\n(0.100)", "none\n(0.500)"]]
     assert "FA 1/0" in alarms.columns[1]
     table = markdown(results)
-    assert "| noise | 0.500 | 0.200 |" in table
+    assert (
+        "| noise | 0.500 | 0.200 |" in table
+        and "| *benign top-1 cost (points)* | 0.00 | 1.50 |" in table
+    )
     assert "| noise | 16 (0.100) | none (0.500) |" in table
     assert "| noise / to the ood alarm (from the cache) | 16 | 0 | 16 |" in table
     paths = write_outputs(results, tmp_path)

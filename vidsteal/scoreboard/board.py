@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 from tqdm.auto import tqdm
 
 from attacker.provenance import git_commit
@@ -33,7 +32,7 @@ from vidsteal.scoreboard.attacks import attack_config, scoreboard_attacks
 from vidsteal.scoreboard.benign import am_taus, benign_sessions, benign_videos
 from vidsteal.scoreboard.defenses import AM_FRACTION, defense_policies
 from vidsteal.scoreboard.panel import DetectorPanel, available_detectors, replay_requests
-from vidsteal.scoreboard.runs import AttackJob, RunResult, prune_run, run_attack_job
+from vidsteal.scoreboard.runs import AttackJob, RunResult, create_key, prune_run, run_attack_job
 from vidsteal.scoreboard.spec import ScoreboardSpec, SpecError
 from vidsteal.scoreboard.streams import paid_batches, request_sizes, video_folder
 
@@ -53,15 +52,6 @@ def run_scoreboard(spec: ScoreboardSpec) -> dict[str, Any]:
     return results
 
 
-def _create_key(url: str, admin: str, **plan: Any) -> str:
-    response = httpx.post(
-        f"{url}/admin/keys", json=plan, headers={"Authorization": f"Bearer {admin}"}, timeout=30
-    )
-    response.raise_for_status()
-    key: str = response.json()["api_key"]
-    return key
-
-
 class _Grid:
     """The live range and the bookkeeping of one scoreboard run."""
 
@@ -78,7 +68,7 @@ class _Grid:
                 layered=True,
             )
         )
-        self.eval_key = _create_key(
+        self.eval_key = create_key(
             victim.url,
             self.admin,
             budget=spec.eval_clips * (len(spec.attacks) * len(spec.defenses) + 1) * 4,
@@ -92,7 +82,7 @@ class _Grid:
         self, attack: str, defense: str, policy: dict[str, Any], budget: int, detector: str | None
     ) -> AttackJob:
         if detector is None:
-            key = _create_key(
+            key = create_key(
                 self.victim.url,
                 self.admin,
                 budget=budget,

@@ -37,7 +37,7 @@ def agreement_matrix(results: dict[str, Any]) -> Matrix:
             f"{d}\n(benign cost {costs[d]['accuracy_cost_points'] + 0.0:.1f} pts)" for d in defenses
         ],
         values=values,
-        texts=[[f"{v:.2f}" for v in row] for row in values],
+        texts=[[f"{v:.3f}" for v in row] for row in values],
     )
 
 
@@ -55,7 +55,7 @@ def alarm_matrix(results: dict[str, Any]) -> Matrix:
         texts.append(
             [
                 f"{'none' if c['first_alarm'] is None else c['first_alarm']}\n"
-                f"({c['agreement_at_alarm']:.2f})"
+                f"({c['agreement_at_alarm']:.3f})"
                 for c in cells
             ]
         )
@@ -72,13 +72,21 @@ def _false_alarms(column: dict[str, Any]) -> str:
     return f"{int(column['false_alarm_sessions'])}/{int(column['false_alarm_videos'])}"
 
 
+def _md_table(matrix: Matrix, footer: str, footer_cells: list[str]) -> list[str]:
+    columns = [c.split("\n")[0] for c in matrix.columns]
+    lines = ["| attack | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    for row, texts in zip(matrix.rows, matrix.texts, strict=True):
+        lines.append(f"| {row} | " + " | ".join(t.replace("\n", " ") for t in texts) + " |")
+    return [*lines, f"| *{footer}* | " + " | ".join(footer_cells) + " |"]
+
+
 def markdown(results: dict[str, Any]) -> str:
     config = results["config"]
     attacks = results["attacks"]
-    defenses = list(results["defenses"])
-    detectors = results["detectors"]
     costs = results["benign_columns"]["defenses"]
     false = results["benign_columns"]["detectors"]
+    sessions = results["benign"]["sessions"]["queries"]
+    videos = results["benign"]["videos"]["queries"]
     lines = [
         "# VidSteal scoreboard",
         "",
@@ -90,45 +98,24 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "## Agreement per attack and defense",
         "",
-        "| attack | " + " | ".join(defenses) + " |",
-        "|---|" + "---:|" * len(defenses),
-    ]
-    for attack, row in attacks.items():
-        cells = " | ".join(f"{row['defenses'][d]['top1_agreement']:.3f}" for d in defenses)
-        lines.append(f"| {attack} | {cells} |")
-    lines.append(
-        "| *benign top-1 cost (points)* | "
-        + " | ".join(f"{costs[d]['accuracy_cost_points']:.2f}" for d in defenses)
-        + " |"
-    )
-    lines += [
+        *_md_table(
+            agreement_matrix(results),
+            "benign top-1 cost (points)",
+            [f"{costs[d]['accuracy_cost_points'] + 0.0:.2f}" for d in results["defenses"]],
+        ),
         "",
         "## Queries to the first alarm (agreement at the alarm) per attack and detector",
         "",
         "No alarm within the budget: `none`, and the agreement is the full-budget one.",
         "",
-        "| attack | " + " | ".join(detectors) + " |",
-        "|---|" + "---:|" * len(detectors),
-    ]
-    for attack, row in attacks.items():
-        texts: list[str] = []
-        for d in detectors:
-            cell = row["detectors"][d]
-            alarm = "none" if cell["first_alarm"] is None else f"{cell['first_alarm']:,}"
-            texts.append(f"{alarm} ({cell['agreement_at_alarm']:.3f})")
-        lines.append(f"| {attack} | {' | '.join(texts)} |")
-    sessions = results["benign"]["sessions"]["queries"]
-    videos = results["benign"]["videos"]["queries"]
-    lines.append(
-        f"| *false alarm: {sessions:,} benign clips / {videos:,} mp4s* | "
-        + " | ".join(
-            f"{'yes' if false[d]['false_alarm_sessions'] else 'no'} / "
-            f"{'yes' if false[d]['false_alarm_videos'] else 'no'}"
-            for d in detectors
-        )
-        + " |"
-    )
-    lines += [
+        *_md_table(
+            alarm_matrix(results),
+            f"false alarm: {sessions:,} benign clips / {videos:,} mp4s",
+            [
+                f"{_yes(false[d]['false_alarm_sessions'])} / {_yes(false[d]['false_alarm_videos'])}"
+                for d in results["detectors"]
+            ],
+        ),
         "",
         "## Paid queries per run",
         "",
@@ -136,17 +123,21 @@ def markdown(results: dict[str, Any]) -> str:
         "|---|---:|---:|---:|",
     ]
     for attack, row in attacks.items():
-        for d in defenses:
-            run = row["defenses"][d]
-            lines.append(f"| {attack} / {d} | {run['budget']} | {run['paid']} | {run['clips']} |")
-        for d in detectors:
-            run = row["detectors"][d]["alarm_run"]
+        named = [(d, row["defenses"][d]) for d in results["defenses"]]
+        named += [
+            (f"to the {d} alarm (from the cache)", row["detectors"][d]["alarm_run"])
+            for d in results["detectors"]
+        ]
+        for name, run in named:
             if run is not None:
                 lines.append(
-                    f"| {attack} / to the {d} alarm (from the cache) | {run['budget']} | "
-                    f"{run['paid']} | {run['clips']} |"
+                    f"| {attack} / {name} | {run['budget']} | {run['paid']} | {run['clips']} |"
                 )
     return "\n".join(lines) + "\n"
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
 
 
 def plot(results: dict[str, Any], path: Path) -> None:

@@ -11,7 +11,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["AttackJob", "RunResult", "prune_run", "run_attack_job"]
+import httpx
+
+__all__ = ["AttackJob", "RunResult", "create_key", "prune_run", "run_attack_job"]
 
 # Bulky run outputs the scoreboard no longer needs once read (reports and students stay).
 _BULKY = ("transfer", "transfer.previous", "checkpoints", "eval_set.npz", "datafree")
@@ -41,6 +43,16 @@ class RunResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def create_key(url: str, admin: str, **plan: Any) -> str:
+    """A new API key on the victim at ``url`` (admin API); returns its secret."""
+    response = httpx.post(
+        f"{url}/admin/keys", json=plan, headers={"Authorization": f"Bearer {admin}"}, timeout=30
+    )
+    response.raise_for_status()
+    key: str = response.json()["api_key"]
+    return key
 
 
 def run_attack_job(job: AttackJob) -> RunResult:
