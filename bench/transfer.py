@@ -235,6 +235,25 @@ async def white_box(args: argparse.Namespace, url: str, admin: str) -> dict[str,
     }
 
 
+def add_white_box_to_run_report(
+    run: Path, report: dict[str, Any], whitebox: dict[str, Any]
+) -> None:
+    """The seed's transfer table in its clone's run report, with the victim's white-box rate
+    (measured here, not by the command) next to each setting."""
+    from attacker.adversarial.report import TRANSFER_MD, run_report_section
+    from attacker.eval.report import add_report_section
+
+    rates = {(r["eps"], r["perturbation"]): r["white_box"]["rate"] for r in whitebox["results"]}
+    results = [
+        {**r, "victim_white_box": rates.get((r["eps"], r["perturbation"]))}
+        for r in report["results"]
+    ]
+    section = run_report_section(
+        {**report, "results": results}, run / "transfer_attack" / TRANSFER_MD
+    )
+    add_report_section(run, "transfer", section)
+
+
 def _mean_std(values: list[float]) -> dict[str, float]:
     return {
         "mean": round(statistics.fmean(values), 4),
@@ -325,6 +344,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 }
                 whitebox = asyncio.run(white_box(args, victim.url, admin))
                 transfers = {seed: future.result() for seed, future in futures.items()}
+            for seed, report in transfers.items():
+                add_white_box_to_run_report(Path(clones[seed]["run_dir"]), report, whitebox)
         finally:
             victim.stop()
             redis.stop()

@@ -1,5 +1,6 @@
 """``attacker transfer RUN_DIR``: the request (options checked, defaults read from the run
-directory) and the run that measures it and writes ``RUN_DIR/transfer_attack/``."""
+directory) and the run that measures it, writes ``RUN_DIR/transfer_attack/`` and adds the
+transfer table to the run's report (report.json / report.md)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from httpx import AsyncBaseTransport
 from redis.exceptions import RedisError
 
 from attacker.adversarial.options import PGDOptions, perturbation_of
-from attacker.adversarial.report import write_transfer_report
+from attacker.adversarial.report import run_report_section, write_transfer_report
 from attacker.adversarial.stage import measure_transfer, starting_clips
 from attacker.client import ResponseCache, VictimClient, answer_identity
 from attacker.eval.fidelity import EvalSet, evaluate
+from attacker.eval.report import add_report_section
 from attacker.provenance import git_commit
 from attacker.sources import ClipShape
 from attacker.students import StudentModel, load_exported_student, student_config
@@ -195,6 +197,7 @@ async def run_transfer_command(
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
     paths = write_transfer_report(request.out, report)
+    add_report_section(request.run_dir, "transfer", run_report_section(report, paths["markdown"]))
     return {
         "report": str(paths["markdown"]),
         "paid": measured["queries"]["paid"],

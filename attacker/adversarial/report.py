@@ -56,6 +56,31 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def run_report_section(report: dict[str, Any], markdown: Path) -> dict[str, Any]:
+    """The transfer table for the run's own report (``report.json`` key ``transfer``)."""
+    return {
+        "clone_agreement": report.get("clone", {}).get("eval_set_agreement"),
+        "starting_clips": report["starting_clips"]["n"],
+        "definition": report["definition"],
+        "rows": [
+            {
+                "eps": r["eps"],
+                "perturbation": r["perturbation"],
+                "steps": r["steps"],
+                "transfer": r["transfer"]["rate"],
+                "noise": r["noise"]["rate"],
+                "ratio": r["ratio"],
+                "control_floored": r["control_floored"],
+                "clone_white_box": r["clone_white_box"]["rate"],
+                "victim_white_box": r.get("victim_white_box"),
+            }
+            for r in report["results"]
+        ],
+        "git_commit": report["git_commit"],
+        "report": str(markdown),
+    }
+
+
 def write_transfer_report(out: Path, report: dict[str, Any]) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / TRANSFER_JSON, "markdown": out / TRANSFER_MD}

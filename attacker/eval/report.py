@@ -1,5 +1,12 @@
 """The run's report: report.json (the data), report.md (for people), a PNG of fidelity vs
-queries. ``attacker report RUN_DIR`` rebuilds the Markdown and the plot from report.json."""
+queries. ``attacker report RUN_DIR`` rebuilds the Markdown and the plot from report.json.
+
+Commands run later on the run directory add their section with :func:`add_report_section`:
+``attacker prune`` the pruning table (sparsity vs agreement, key ``prune``) and ``attacker
+transfer`` the transfer table (eps, transfer rate, noise control, ratio, white box; key
+``transfer``, one row per eps and perturbation model, later measurements replacing earlier ones
+of the same setting). A new ``attacker run`` into the directory writes a report without them.
+"""
 
 from __future__ import annotations
 
@@ -29,8 +36,92 @@ def render_report(run_dir: Path) -> dict[str, Path]:
     }
 
 
+def add_report_section(run_dir: Path, key: str, section: dict[str, Any]) -> dict[str, Path]:
+    """Store ``section`` under ``key`` in the run's report.json and render the report again.
+    A directory without report.json (not made by ``attacker run``) is left alone: ``{}``."""
+    if key not in SECTIONS:
+        raise ValueError(f"unknown report section {key!r}")
+    path = run_dir / REPORT_JSON
+    if not path.is_file():
+        return {}
+    report = json.loads(path.read_text())
+    if key == "transfer" and isinstance(report.get(key), dict):
+        section = _merge_transfer(report[key], section)
+    report[key] = section
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    return render_report(run_dir)
+
+
+def _setting(row: dict[str, Any]) -> tuple[float, str]:
+    return float(row["eps"]), str(row["perturbation"])
+
+
+def _merge_transfer(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The new measurement, plus the old rows of settings it did not measure (each row keeps
+    the white-box number it was measured with)."""
+    measured = {_setting(r) for r in new["rows"]}
+    kept = [r for r in old.get("rows", []) if _setting(r) not in measured]
+    rows = sorted([*kept, *new["rows"]], key=lambda r: (r["perturbation"], r["eps"]))
+    return {**new, "rows": rows}
+
+
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _rate(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _prune_lines(section: dict[str, Any]) -> list[str]:
+    s = section["settings"]
+    lines = [
+        "",
+        "## Pruning (`attacker prune`)",
+        "",
+        f"{s['rounds']} rounds of global magnitude pruning ({100 * section['round_rate']:.1f}% "
+        f"of the surviving conv/linear weights per round), {s['rewind']} rewinding, start: "
+        f"{s['start']}; agreement on this run's held-out clips. Details: `{section['report']}`.",
+        "",
+        "| round | sparsity | top-1 agreement | top-5 agreement | accuracy |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for row in section["rows"]:
+        name = "dense (this run)" if row["round"] is None else str(row["round"])
+        lines.append(
+            f"| {name} | {_pct(row['sparsity'])} | {_pct(row['top1_agreement'])} | "
+            f"{_pct(row['top5_agreement'])} | {_pct(row.get('accuracy'))} |"
+        )
+    return lines
+
+
+def _transfer_lines(section: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        "## Transfer attack (`attacker transfer`)",
+        "",
+        f"PGD on this run's clone (top-1 agreement {_rate(section.get('clone_agreement'))}), "
+        f"sent to the victim; {section['starting_clips']} starting clips. "
+        f"{section['definition'][0].upper()}{section['definition'][1:]}. "
+        f"Details: `{section['report']}`.",
+        "",
+        "| eps (/255) | perturbation | transfer to victim | random noise | ratio "
+        "| clone white box | victim white box |",
+        "|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in section["rows"]:
+        ratio = "n/a" if row["ratio"] is None else f"{row['ratio']:.1f}x"
+        if row.get("control_floored"):
+            ratio = f">= {ratio}"
+        lines.append(
+            f"| {row['eps']:g} | {row['perturbation']} | {_rate(row['transfer'])} | "
+            f"{_rate(row['noise'])} | {ratio} | {_rate(row.get('clone_white_box'))} | "
+            f"{_rate(row.get('victim_white_box'))} |"
+        )
+    return lines
+
+
+SECTIONS = {"prune": _prune_lines, "transfer": _transfer_lines}
 
 
 def _markdown(report: dict[str, Any]) -> str:
@@ -80,9 +171,11 @@ def _markdown(report: dict[str, Any]) -> str:
         f"Student exported to `{report['student']['export']}` (safetensors + student.json).",
         f"Git commit: `{report.get('git_commit', 'unknown')}`; wall time "
         f"{report.get('wall_seconds', 0):.0f} s.",
-        "",
     ]
-    return "\n".join(lines)
+    for key, render in SECTIONS.items():
+        if report.get(key):
+            lines += render(report[key])
+    return "\n".join([*lines, ""])
 
 
 def _plot(report: dict[str, Any], path: Path) -> None:

@@ -6,7 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PRUNE_JSON", "PRUNE_MD", "PRUNE_PNG", "summarise_rows", "write_prune_report"]
+__all__ = [
+    "PRUNE_JSON",
+    "PRUNE_MD",
+    "PRUNE_PNG",
+    "run_report_section",
+    "summarise_rows",
+    "write_prune_report",
+]
 
 PRUNE_JSON = "prune.json"
 PRUNE_MD = "prune.md"
@@ -33,6 +40,19 @@ def summarise_rows(rows: list[dict[str, Any]], *, tolerance: float = 0.02) -> di
         "sparsest_within_tolerance": None
         if sparsest is None
         else {"round": sparsest["round"], "sparsity": sparsest["sparsity"]},
+    }
+
+
+def run_report_section(report: dict[str, Any], markdown: Path) -> dict[str, Any]:
+    """The pruning table for the run's own report (``report.json`` key ``prune``)."""
+    keep = ("round", "sparsity", "top1_agreement", "top5_agreement", "accuracy")
+    return {
+        "settings": {k: report["settings"][k] for k in ("rounds", "rewind", "start", "epochs")},
+        "round_rate": report["round_rate"],
+        "rows": [{k: row.get(k) for k in keep} for row in report["rounds"]],
+        "summary": report["summary"],
+        "git_commit": report["git_commit"],
+        "report": str(markdown),
     }
 
 

@@ -1,5 +1,6 @@
-"""``attacker prune RUN_DIR``: lottery-ticket pruning of a run's student on its transfer set,
-measured on its held-out clips; writes RUN_DIR/prune/ (report, plot, pruned student, ticket)."""
+"""``attacker prune RUN_DIR``: iterative magnitude pruning of a run's student on its transfer
+set, measured on its held-out clips; writes RUN_DIR/prune/ (report, plot, pruned student,
+ticket) and adds the pruning table to the run's report (report.json / report.md)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from attacker.eval.report import add_report_section
 from attacker.provenance import git_commit
 from attacker.prune.inputs import RunInputs, load_run_inputs
 from attacker.prune.lottery import PruneOutcome, PruneSettings, run_lottery
-from attacker.prune.report import summarise_rows, write_prune_report
+from attacker.prune.report import run_report_section, summarise_rows, write_prune_report
 from attacker.stages.train import build_student
 from attacker.students import StudentModel, export_student
 from shared.schemas import OutputMode
@@ -110,5 +112,6 @@ def prune_run(
         "wall_seconds": round(time.perf_counter() - began, 1),
     }
     paths = write_prune_report(out, report)
+    add_report_section(run_dir, "prune", run_report_section(report, paths["markdown"]))
     report["paths"] = {k: str(v) for k, v in paths.items()}
     return report

@@ -145,3 +145,42 @@ def test_prune_refuses_a_directory_that_is_not_a_run_in_one_line(tmp_path: Path)
     )
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert result.stderr.startswith("error: ") and "eval_set.npz" in result.stderr
+
+
+async def test_lr_rewinding_lands_on_the_target_and_joins_the_run_report(
+    grey_box_run: Path,
+) -> None:
+    run = grey_box_run
+    summary = _prune(
+        run, "--rewind", "lr", "--rounds", "2", "--target-sparsity", "0.8", "--epochs", "1"
+    )
+    report = json.loads((run / "prune" / "prune.json").read_text())
+    rows = report["rounds"]
+    assert report["settings"]["rewind"] == "lr"
+    assert report["round_rate"] == pytest.approx(1 - 0.2**0.5, abs=1e-6)
+    assert [r["round"] for r in rows] == [None, 0, 1, 2]
+    # Round 0 is the run's student as it is; rounds 1 and 2 retrain (from the kept weights).
+    assert rows[1]["steps"] == 0 and rows[1]["top1_agreement"] == rows[0]["top1_agreement"]
+    assert rows[2]["steps"] == rows[3]["steps"] == report["train"]["steps"] > 0
+    assert rows[3]["sparsity"] >= 0.8 and summary["final_sparsity"] >= 0.8
+    pruned = load_exported_student(run / "prune" / "student")
+    assert 0.8 <= _zero_share(pruned) < 0.8 + 1e-4
+    ticket = load_file(str(run / "prune" / "ticket.safetensors"))
+    assert ticket and all(k.startswith("mask.") for k in ticket)  # no rewind point to keep
+    assert report["rewind_taken_at"] is None
+
+    # The run's own report now carries the pruning table, and `attacker report` keeps it.
+    run_report = json.loads((run / "report.json").read_text())
+    section = run_report["prune"]
+    assert [(r["round"], r["sparsity"], r["top1_agreement"]) for r in section["rows"]] == [
+        (r["round"], r["sparsity"], r["top1_agreement"]) for r in rows
+    ]
+    assert section["settings"]["rewind"] == "lr" and run_report["final"]["queries"] == 128
+    for _ in range(2):
+        markdown = (run / "report.md").read_text()
+        assert "## Pruning (`attacker prune`)" in markdown
+        table = markdown.split("## Pruning", 1)[1]
+        assert f"| 2 | {100 * rows[3]['sparsity']:.1f}% | " in table
+        assert f"| dense (this run) | 0.0% | {100 * rows[0]['top1_agreement']:.1f}% |" in table
+        redo = CliRunner().invoke(app, ["report", str(run)])
+        assert redo.exit_code == 0, redo.output

@@ -125,6 +125,77 @@ async def test_transfer_pays_exactly_once_and_reports_the_victims_answers(
     assert (await budget_of(victim_app, key["api_key"]))["spent"] == QUERIES
 
 
+def _run_report(run: Path) -> None:
+    """A run's report.json as ``attacker run`` writes it (the fields report.md shows)."""
+    point = {"queries": 64, "top1_agreement": 0.5, "top5_agreement": 0.9, "accuracy": 0.5}
+    report = {
+        "name": "clone",
+        "victim": {"url": "http://victim", "model": "m", "output": "probs", "top_k": None},
+        "budget": 64,
+        "source": "synthactions",
+        "loss": "kl",
+        "student": {"architecture": "tiny3d", "export": str(run / "student")},
+        "collect": {
+            "clips": 64, "paid": 64, "cache_hits": 0, "retries": 0, "stopped_by": "target",
+        },
+        "eval": {"clips": 16, "source": "synthactions", "victim_accuracy": 1.0},
+        "points": [point],
+        "final": point,
+    }  # fmt: skip
+    (run / "report.json").write_text(json.dumps(report))
+
+
+async def test_transfer_table_joins_the_run_report(
+    victim_transport: httpx.ASGITransport,
+    victim_app: httpx.AsyncClient,
+    redis_url: str,
+    run_dir: Path,
+) -> None:
+    _run_report(run_dir)
+    key = await create_key(victim_app, budget=QUERIES, output="probs")
+    store = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        await run_transfer_command(
+            _request(run_dir, key["api_key"], redis_url),
+            transport=victim_transport,
+            redis=store,
+            show_progress=False,
+        )
+        measured = json.loads((run_dir / "transfer_attack" / "transfer.json").read_text())
+        section = json.loads((run_dir / "report.json").read_text())["transfer"]
+        assert section["starting_clips"] == N and section["definition"] == measured["definition"]
+        assert [(r["eps"], r["perturbation"]) for r in section["rows"]] == [
+            (e, p) for p in PERTURBATIONS for e in EPS
+        ]
+        for row, entry in zip(section["rows"], measured["results"], strict=True):
+            assert row["transfer"] == entry["transfer"]["rate"]
+            assert row["noise"] == entry["noise"]["rate"]
+            assert row["ratio"] == entry["ratio"]
+            assert row["clone_white_box"] == entry["clone_white_box"]["rate"]
+            assert row["victim_white_box"] is None  # the command cannot measure it
+        markdown = (run_dir / "report.md").read_text()
+        assert markdown.startswith("# Extraction report: clone")
+        table = markdown.split("## Transfer attack (`attacker transfer`)", 1)[1]
+        assert len([line for line in table.splitlines() if line.startswith("| 4 |")]) == 2
+
+        # A later measurement of one setting (answers now cached) replaces that row only.
+        marked = dict(section["rows"][0], transfer=-1.0)
+        report = json.loads((run_dir / "report.json").read_text())
+        report["transfer"]["rows"][0] = marked
+        (run_dir / "report.json").write_text(json.dumps(report))
+        again = await run_transfer_command(
+            _request(run_dir, key["api_key"], redis_url, eps=[8.0], perturbations=["shared"]),
+            transport=victim_transport,
+            redis=store,
+            show_progress=False,
+        )
+    finally:
+        await store.aclose()
+    assert again["paid"] == 0
+    rows = json.loads((run_dir / "report.json").read_text())["transfer"]["rows"]
+    assert rows[0] == marked and rows[1:] == section["rows"][1:]
+
+
 async def test_budget_is_checked_before_any_query(
     victim_transport: httpx.ASGITransport,
     victim_app: httpx.AsyncClient,
