@@ -138,6 +138,15 @@ def test_tables_and_heat_maps_carry_every_cell(tmp_path: Path) -> None:
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_failed_run_shows_as_an_error_cell(tmp_path: Path) -> None:
+    results = _results()
+    results["attacks"]["noise"]["defenses"]["am_2pct"]["top1_agreement"] = None
+    agreement = agreement_matrix(results)
+    assert agreement.values == [[0.5, None]] and agreement.texts == [["0.500", "error"]]
+    assert "| noise | 0.500 | error |" in markdown(results)
+    write_outputs(results, tmp_path)  # the heat map leaves the cell blank
+
+
 def test_spec_refuses_what_cannot_run(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="unknown attacks"):
         ScoreboardSpec(out=tmp_path, attacks=("nope",))

@@ -184,7 +184,7 @@ async def _grid(spec: ScoreboardSpec, services: Services, grid: _Grid) -> dict[s
                 runs[(run.attack, run.defense, run.detector)] = run
                 bar.update(1)
                 tqdm.write(_line(run))
-                if run.defense == "none" and run.detector is None:
+                if run.defense == "none" and run.detector is None and run.error is None:
                     config = grid.configs[run.run_dir]
                     alarms[run.attack] = await _replay(services, detectors, run, config)
                     for detector, alarm in alarms[run.attack].items():
@@ -237,6 +237,8 @@ async def _benign(
 
 def _line(run: RunResult) -> str:
     what = run.defense if run.detector is None else f"to the {run.detector} alarm"
+    if run.top1_agreement is None:
+        return f"{run.attack} ({what}): FAILED: {run.error} (see {run.run_dir})"
     return (
         f"{run.attack} ({what}): {run.clips} clips, {run.paid} paid, top-1 agreement "
         f"{run.top1_agreement:.3f} ({run.wall_seconds} s)"
@@ -262,11 +264,11 @@ def _results(
             "defenses": {d: runs[(attack, d, None)].to_dict() for d in spec.defenses},
             "detectors": {},
         }
+        replayed = alarms.get(attack)  # None: the undefended run failed, nothing to replay
         for detector in detectors:
-            alarm = alarms[attack][detector]
             rerun = runs.get((attack, "none", detector))
             row["detectors"][detector] = {
-                "first_alarm": alarm,
+                "first_alarm": None if replayed is None else replayed[detector],
                 "agreement_at_alarm": (full if rerun is None else rerun).top1_agreement,
                 "alarm_run": None if rerun is None else rerun.to_dict(),
             }

@@ -37,7 +37,7 @@ def agreement_matrix(results: dict[str, Any]) -> Matrix:
             f"{d}\n(benign cost {costs[d]['accuracy_cost_points'] + 0.0:.1f} pts)" for d in defenses
         ],
         values=values,
-        texts=[[f"{v:.3f}" for v in row] for row in values],
+        texts=[[_agreement(v) for v in row] for row in values],
     )
 
 
@@ -55,7 +55,7 @@ def alarm_matrix(results: dict[str, Any]) -> Matrix:
         texts.append(
             [
                 f"{'none' if c['first_alarm'] is None else c['first_alarm']}\n"
-                f"({c['agreement_at_alarm']:.3f})"
+                f"({_agreement(c['agreement_at_alarm'])})"
                 for c in cells
             ]
         )
@@ -66,6 +66,10 @@ def alarm_matrix(results: dict[str, Any]) -> Matrix:
         values=values,
         texts=texts,
     )
+
+
+def _agreement(value: float | None) -> str:
+    return "error" if value is None else f"{value:.3f}"
 
 
 def _false_alarms(column: dict[str, Any]) -> str:

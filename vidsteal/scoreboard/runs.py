@@ -36,10 +36,11 @@ class RunResult:
     clips: int  # records in the transfer set (paid or from the cache)
     paid: int  # queries charged during this run
     stopped_by: str
-    top1_agreement: float
+    top1_agreement: float | None  # None when the run failed
     accuracy: float | None
     run_dir: str
     wall_seconds: float
+    error: str | None = None  # why the run failed (one line)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,7 +67,23 @@ def run_attack_job(job: AttackJob) -> RunResult:
 
     config = validate_config(job.config, source=job.config["name"])
     started = time.perf_counter()
-    report = asyncio.run(run_attack(config, show_progress=False))
+    try:
+        report = asyncio.run(run_attack(config, show_progress=False))
+    except Exception as exc:  # one failed cell must not lose hours of others
+        return RunResult(
+            attack=job.attack,
+            defense=job.defense,
+            detector=job.detector,
+            budget=config.budget,
+            clips=0,
+            paid=0,
+            stopped_by="error",
+            top1_agreement=None,
+            accuracy=None,
+            run_dir=str(config.out),
+            wall_seconds=round(time.perf_counter() - started, 1),
+            error=f"{type(exc).__name__}: {exc}".splitlines()[0],
+        )
     final = report["points"][-1]
     return RunResult(
         attack=job.attack,
