@@ -28,7 +28,7 @@ from victim_server.app import create_app
 from victim_server.services import Services
 from victim_server.settings import Settings
 from vidsteal.processes import REPO, RedisProcess, VictimProcess, start_redis, start_victim
-from vidsteal.scoreboard.attacks import attack_config, scoreboard_attacks
+from vidsteal.scoreboard.attacks import STUDENT, TRAIN, attack_config, scoreboard_attacks
 from vidsteal.scoreboard.benign import am_taus, benign_sessions, benign_videos
 from vidsteal.scoreboard.defenses import AM_FRACTION, defense_policies
 from vidsteal.scoreboard.panel import DetectorPanel, available_detectors, replay_requests
@@ -50,6 +50,12 @@ def run_scoreboard(spec: ScoreboardSpec) -> dict[str, Any]:
     results = asyncio.run(_run(spec))
     results["seconds"] = round(time.perf_counter() - started, 1)
     return results
+
+
+def _student(spec: ScoreboardSpec) -> dict[str, Any]:
+    if spec.student_widths is None:
+        return STUDENT
+    return {**STUDENT, "kwargs": {**STUDENT["kwargs"], "widths": list(spec.student_widths)}}
 
 
 class _Grid:
@@ -96,12 +102,6 @@ class _Grid:
             key = self.keys[attack]  # same answer identity: every answer is in the cache
         name = f"{attack}-{defense}" + ("" if detector is None else f"-alarm-{detector}")
         overrides = {} if self.spec.epochs is None else {"epochs": self.spec.epochs}
-        widths = self.spec.student_widths
-        student = (
-            None
-            if widths is None
-            else {"architecture": "tiny3d", "kwargs": {"widths": list(widths)}}
-        )
         config = attack_config(
             name,
             self.recipes[attack],
@@ -114,7 +114,7 @@ class _Grid:
             budget=budget,
             eval_clips=self.spec.eval_clips,
             overrides=overrides,
-            student=student,
+            student=_student(self.spec),
         )
         self.configs[config["out"]] = config
         return AttackJob(attack=attack, defense=defense, config=config, detector=detector)
@@ -282,6 +282,8 @@ def _results(
         "config": spec.to_dict(),
         "victim": services.model_config.model_tag,
         "eval": {"source": "synthactions", "seed": 424242, "clips": spec.eval_clips},
+        "student": _student(spec),
+        "train": TRAIN if spec.epochs is None else {**TRAIN, "epochs": spec.epochs},
         "am": {"fraction": AM_FRACTION, "tau": tau, "calibration_clips": spec.calibration_clips},
         "detectors": list(detectors),
         "defenses": policies,
