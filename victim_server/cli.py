@@ -173,19 +173,37 @@ def train_detector_command(
         int, typer.Option(min=200, help="Benign clips of the calibration seed (6151).")
     ] = 3000,
     threads: Annotated[int, typer.Option(min=1, help="Torch threads.")] = 1,
+    calibrate_only: Annotated[
+        bool, typer.Option(help="Keep the weights at --out; only calibrate them again.")
+    ] = False,
 ) -> None:
     """Train the SEAT similarity encoder (detector 'seat') on benign SynthActions, contrastively,
     and calibrate its near-pair threshold on an unseen seed."""
+    import torch
+
+    from victim_server.detection.base import DetectorUnavailable
     from victim_server.detection.seat_encoder import SEAT_WEIGHTS
-    from victim_server.detection.seat_train import SeatTrainConfig, train_and_calibrate
+    from victim_server.detection.seat_train import (
+        SeatTrainConfig,
+        recalibrate,
+        train_and_calibrate,
+    )
 
     if seed in (6151, 8080, 31337, 9001):
         _fail(f"seed {seed} is a calibration or benchmark seed; train on another")
     target = out or SEAT_WEIGHTS
     if target.suffix != ".safetensors":
         _fail(f"--out must end in .safetensors, not {target.name!r}")
-    config = SeatTrainConfig(seed=seed, steps=steps, threads=threads)
-    record = train_and_calibrate(config, target, calibration_clips=calibration_clips)
+    torch.set_num_threads(threads)
+    if calibrate_only:
+        try:
+            record = recalibrate(target, calibration_clips=calibration_clips)
+        except DetectorUnavailable as exc:
+            _fail(str(exc))
+            return
+    else:
+        config = SeatTrainConfig(seed=seed, steps=steps, threads=threads)
+        record = train_and_calibrate(config, target, calibration_clips=calibration_clips)
     calibration = record["calibration"]
     typer.echo(
         json.dumps(

@@ -13,9 +13,10 @@ benign clips -- half of them windows of longer actions, half through H.264, as t
 calibration (``calibration.benign_calibration_batches``) -- are sent in same-class sessions of
 1-8 clips (a user uploading related videos: the hardest benign case for a similarity detector),
 and each is compared with the ring of the previous :data:`~victim_server.detection.seat.RING`
-queries. The near-pair distance threshold is the ``quantile`` of those nearest-neighbour
-distances once the ring is full, so benign queries have a near neighbour at rate about
-``1 - quantile``; the detector's CUSUM is fitted on that rate (``SeatCalibration.fit``).
+queries. The near-pair distance threshold is the ``1 - quantile`` quantile of the distances to
+the :data:`~victim_server.detection.seat.NEIGHBOURS`-th nearest of them once the ring is full,
+so benign queries are flagged at rate about ``1 - quantile``; the detector's CUSUM is fitted on
+that rate (``SeatCalibration.fit``).
 """
 
 from __future__ import annotations
@@ -33,11 +34,12 @@ import torch.nn.functional as F
 
 from shared.synthactions import NUM_CLASSES, SynthActions
 from victim_server.detection.calibration import benign_calibration_batches, through_codec
-from victim_server.detection.seat import RING, SeatCalibration, nearest_in_ring
+from victim_server.detection.seat import NEIGHBOURS, RING, SeatCalibration, kth_nearest
 from victim_server.detection.seat_encoder import (
     ENCODER_SPEC,
     SeatEncoder,
     SeatModel,
+    load_seat_model,
     save_seat_model,
 )
 
@@ -48,6 +50,7 @@ __all__ = [
     "augment",
     "augmented_pair_distances",
     "calibrate_seat",
+    "recalibrate",
     "session_order",
     "train_and_calibrate",
     "train_seat",
@@ -267,7 +270,10 @@ def calibrate_seat(
     order = session_order(labels, np.random.default_rng(seed))
     stream = vectors[order]
     nearest = np.array(
-        [nearest_in_ring(stream[max(0, i - ring) : i], stream[i]) for i in range(ring, clips)]
+        [
+            kth_nearest(stream[max(0, i - ring) : i], stream[i], NEIGHBOURS)
+            for i in range(ring, clips)
+        ]
     )
     rng = np.random.default_rng(seed + 1)
     same, other = augmented_pair_distances(model, seed=seed, clips=256, rng=rng)
@@ -308,4 +314,17 @@ def train_and_calibrate(
     calibration = calibrate_seat(SeatModel(encoder, record), clips=calibration_clips)
     record = {**record, "git_commit": git_commit(), "calibration": calibration.to_dict()}
     save_seat_model(encoder, record, out)
+    return record
+
+
+def recalibrate(out: Path, *, calibration_clips: int = 3000) -> dict[str, Any]:
+    """Calibrate the encoder at ``out`` again (same weights), recording the commit that did."""
+    model = load_seat_model(out)
+    calibration = calibrate_seat(model, clips=calibration_clips)
+    record = {
+        **{k: v for k, v in model.record.items() if k != "architecture"},
+        "calibration": calibration.to_dict(),
+        "calibration_git_commit": git_commit(),
+    }
+    save_seat_model(model.encoder, record, out)
     return record
