@@ -74,8 +74,10 @@ def _rate(value: float | None) -> str:
 
 
 def _prune_lines(section: dict[str, Any]) -> list[str]:
+    from attacker.prune.report import rounds_table
+
     s = section["settings"]
-    lines = [
+    return [
         "",
         "## Pruning (`attacker prune`)",
         "",
@@ -83,16 +85,8 @@ def _prune_lines(section: dict[str, Any]) -> list[str]:
         f"of the surviving conv/linear weights per round), {s['rewind']} rewinding, start: "
         f"{s['start']}; agreement on this run's held-out clips. Details: `{section['report']}`.",
         "",
-        "| round | sparsity | top-1 agreement | top-5 agreement | accuracy |",
-        "|---|---:|---:|---:|---:|",
+        *rounds_table(section["rows"]),
     ]
-    for row in section["rows"]:
-        name = "dense (this run)" if row["round"] is None else str(row["round"])
-        lines.append(
-            f"| {name} | {_pct(row['sparsity'])} | {_pct(row['top1_agreement'])} | "
-            f"{_pct(row['top5_agreement'])} | {_pct(row.get('accuracy'))} |"
-        )
-    return lines
 
 
 def _transfer_lines(section: dict[str, Any]) -> list[str]:

@@ -10,6 +10,7 @@ __all__ = [
     "PRUNE_JSON",
     "PRUNE_MD",
     "PRUNE_PNG",
+    "rounds_table",
     "run_report_section",
     "summarise_rows",
     "write_prune_report",
@@ -18,6 +19,14 @@ __all__ = [
 PRUNE_JSON = "prune.json"
 PRUNE_MD = "prune.md"
 PRUNE_PNG = "prune.png"
+SECTION_ROW_KEYS = (
+    "round",
+    "sparsity",
+    "remaining_weights",
+    "top1_agreement",
+    "top5_agreement",
+    "accuracy",
+)
 
 
 def summarise_rows(rows: list[dict[str, Any]], *, tolerance: float = 0.02) -> dict[str, Any]:
@@ -45,11 +54,10 @@ def summarise_rows(rows: list[dict[str, Any]], *, tolerance: float = 0.02) -> di
 
 def run_report_section(report: dict[str, Any], markdown: Path) -> dict[str, Any]:
     """The pruning table for the run's own report (``report.json`` key ``prune``)."""
-    keep = ("round", "sparsity", "top1_agreement", "top5_agreement", "accuracy")
     return {
         "settings": {k: report["settings"][k] for k in ("rounds", "rewind", "start", "epochs")},
         "round_rate": report["round_rate"],
-        "rows": [{k: row.get(k) for k in keep} for row in report["rounds"]],
+        "rows": [{k: row.get(k) for k in SECTION_ROW_KEYS} for row in report["rounds"]],
         "summary": report["summary"],
         "git_commit": report["git_commit"],
         "report": str(markdown),
@@ -80,6 +88,22 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
+def rounds_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The Markdown table of the rounds (prune.md's and the run report's)."""
+    lines = [
+        "| round | sparsity | remaining weights | top-1 agreement | top-5 agreement | accuracy |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        name = "run's student" if row["round"] is None else str(row["round"])
+        lines.append(
+            f"| {name} | {_pct(row['sparsity'])} | {row['remaining_weights']:,} | "
+            f"{_pct(row['top1_agreement'])} | {_pct(row['top5_agreement'])} | "
+            f"{_pct(row.get('accuracy'))} |"
+        )
+    return lines
+
+
 def _markdown(report: dict[str, Any]) -> str:
     s = report["settings"]
     summary = report["summary"]
@@ -98,16 +122,8 @@ def _markdown(report: dict[str, Any]) -> str:
         f"`{report['loss']}`",
         f"- Evaluation: {report['eval']['clips']} held-out clips (`eval_set.npz`)",
         "",
-        "| round | sparsity | remaining weights | top-1 agreement | top-5 agreement | accuracy |",
-        "|---|---:|---:|---:|---:|---:|",
+        *rounds_table(report["rounds"]),
     ]
-    for row in report["rounds"]:
-        name = "run's student" if row["round"] is None else str(row["round"])
-        lines.append(
-            f"| {name} | {_pct(row['sparsity'])} | {row['remaining_weights']:,} | "
-            f"{_pct(row['top1_agreement'])} | {_pct(row['top5_agreement'])} | "
-            f"{_pct(row.get('accuracy'))} |"
-        )
     within = summary["sparsest_within_tolerance"]
     lines += [
         "",

@@ -181,6 +181,10 @@ async def test_lr_rewinding_lands_on_the_target_and_joins_the_run_report(
         assert "## Pruning (`attacker prune`)" in markdown
         table = markdown.split("## Pruning", 1)[1]
         assert f"| 2 | {100 * rows[3]['sparsity']:.1f}% | " in table
-        assert f"| dense (this run) | 0.0% | {100 * rows[0]['top1_agreement']:.1f}% |" in table
+        dense = rows[0]
+        assert (
+            f"| run's student | 0.0% | {dense['remaining_weights']:,} | "
+            f"{100 * dense['top1_agreement']:.1f}% |"
+        ) in table
         redo = CliRunner().invoke(app, ["report", str(run)])
         assert redo.exit_code == 0, redo.output
