@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
 from shared.schemas import DetectionPolicy
+from victim_server.accounting.key_cache import KeyCache
 from victim_server.accounting.keys import KeyStore
 from victim_server.accounting.ledger import Ledger
 from victim_server.accounting.reconcile import Reconciler
@@ -30,6 +31,11 @@ class Services:
     metrics: VictimMetrics
     detection: DetectionService
     reconciler: Reconciler
+    # Copies of key records for the classify path (the reserve script stays the authority).
+    key_cache: KeyCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.key_cache = KeyCache(self.keys)
 
     @property
     def model_config(self) -> ModelConfig:

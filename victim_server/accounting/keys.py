@@ -83,6 +83,9 @@ class ApiKey:
     revoked: bool
     detection: DetectionPolicy
     defenses: DefensePolicy
+    # Bumped by every change of what the record says beyond budget and spend (policies,
+    # revocation), so a copy cached per process is recognised as stale by the reserve script.
+    revision: int = 0
 
     @property
     def remaining(self) -> int:
@@ -219,7 +222,7 @@ class KeyStore:
         key = keyspace.key_record(key_id)
         if not await self._redis.exists(key):
             return None
-        await self._redis.hset(key, "revoked", "1")
+        await self._write_fields(key, {"revoked": "1"})
         return await self.get(key_id)
 
     async def set_policies(
@@ -238,8 +241,15 @@ class KeyStore:
         if defenses is not None:
             mapping["defenses"] = defenses.model_dump_json()
         if mapping:
-            await self._redis.hset(key, mapping=cast(Any, mapping))
+            await self._write_fields(key, mapping)
         return await self.get(key_id)
+
+    async def _write_fields(self, key: str, mapping: dict[str, str]) -> None:
+        """Change record fields and bump its revision in one transaction."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=cast(Any, mapping))
+            pipe.hincrby(key, "rev", 1)
+            await pipe.execute()
 
 
 def _text(value: str | bytes) -> str:
@@ -262,6 +272,7 @@ def _parse_record(key_id: str, raw: dict[str, str]) -> ApiKey:
         revoked=raw.get("revoked") == "1",
         detection=_detection_policy(raw.get("detection", "{}")),
         defenses=_defense_policy(raw.get("defenses", "{}")),
+        revision=int(raw.get("rev", 0)),
     )
 
 

@@ -8,12 +8,14 @@ that reserve charged, or nothing if it never ran (and then it never will).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 from redis.asyncio import Redis
 
 from victim_server.accounting import keyspace, lua
+from victim_server.coalesce import Coalescer
 
 NO_IDEMPOTENCY = "-"
 NO_RESERVATION = "-"
@@ -29,6 +31,7 @@ class ReserveStatus(StrEnum):
     TAKEOVER = "takeover"  # ... was charged but abandoned (server died): continue, uncharged
     MISMATCH = "mismatch"  # same Idempotency-Key, different request body
     VOID = "void"  # this request id was released before its reserve ran: nothing charged
+    STALE = "stale"  # the caller's copy of the key record is out of date: nothing charged
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,14 @@ class Reservation:
     @property
     def remaining(self) -> int:
         return max(0, self.budget - self.spent)
+
+
+@dataclass(frozen=True)
+class _Commit:
+    idempotency_key: str
+    fingerprint: str
+    response_json: str
+    request_id: str | None
 
 
 @dataclass(frozen=True)
@@ -71,6 +82,7 @@ class Ledger:
         self._reserve = redis.register_script(lua.RESERVE)
         self._release = redis.register_script(lua.RELEASE)
         self._commit = redis.register_script(lua.COMMIT)
+        self._commit_together: Coalescer[str, _Commit, None] = Coalescer(self._commit_group)
 
     async def reserve(
         self,
@@ -80,7 +92,10 @@ class Ledger:
         idempotency_key: str | None,
         fingerprint: str,
         request_id: str,
+        revision: int | None = None,
     ) -> Reservation:
+        """Charge ``clips``; with ``revision`` (of the caller's copy of the key record), a record
+        changed since is answered ``STALE`` without a charge."""
         idem = idempotency_key is not None
         status, budget, spent, payload = await self._reserve(
             keys=[
@@ -97,6 +112,7 @@ class Ledger:
                 time.time(),
                 self._abandoned_after,
                 self._reservation_ttl,
+                "" if revision is None else revision,
             ],
         )
         return Reservation(
@@ -129,14 +145,22 @@ class Ledger:
         response_json: str,
         request_id: str | None = None,
     ) -> None:
-        """Store the answer for replay; the request's charge can no longer be released."""
-        await self._commit(
-            keys=[
-                self._idem_key(key_id, idempotency_key),
-                keyspace.reservation(key_id, request_id or NO_RESERVATION),
-            ],
-            args=[fingerprint, response_json, self._ttl],
-        )
+        """Store the answer for replay; the request's charge can no longer be released. The
+        commits of one key made in the same loop turn go to Redis as one script call."""
+        commit = _Commit(idempotency_key, fingerprint, response_json, request_id)
+        await self._commit_together(key_id, commit)
+
+    async def _commit_group(self, key_id: str, commits: Sequence[_Commit]) -> list[None]:
+        keys: list[str] = []
+        args: list[str | int] = [self._ttl]
+        for commit in commits:
+            keys += [
+                self._idem_key(key_id, commit.idempotency_key),
+                keyspace.reservation(key_id, commit.request_id or NO_RESERVATION),
+            ]
+            args += [commit.fingerprint, commit.response_json]
+        await self._commit(keys=keys, args=args)
+        return [None] * len(commits)
 
     async def has_record(self, key_id: str, idempotency_key: str) -> bool:
         """Whether a request with this Idempotency-Key was seen (pending or done)."""

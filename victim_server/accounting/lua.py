@@ -18,24 +18,31 @@ Reservation record states::
 # ARGV[1] clips to reserve, ARGV[2] '1' when an Idempotency-Key was sent, ARGV[3] request
 # fingerprint, ARGV[4] idempotency TTL seconds, ARGV[5] request id, ARGV[6] now (unix seconds),
 # ARGV[7] seconds after which a pending request counts as abandoned (its server died),
-# ARGV[8] reservation record TTL seconds
+# ARGV[8] reservation record TTL seconds, ARGV[9] the key record's revision the caller's copy
+# was read at ('' skips the check)
 # Returns {status, budget, spent, payload}
 #
 # 'takeover': the first request with this Idempotency-Key was charged but never finished (its
 # process died). The retry inherits that charge and is answered without a second one.
 # 'void': this request id was released before the script ran (its caller gave up on it).
+# 'stale': the record changed (policies, revocation) since the caller's copy: nothing charged;
+# the caller reads the record again and retries with the same request id.
 RESERVE = """
 local rec = KEYS[1]
-if redis.call('EXISTS', rec) == 0 then return {'unknown', 0, 0, ''} end
-local budget = tonumber(redis.call('HGET', rec, 'budget'))
-local spent = tonumber(redis.call('HGET', rec, 'spent'))
+local fields = redis.call('HMGET', rec, 'budget', 'spent', 'revoked', 'rev')
+if not fields[1] then return {'unknown', 0, 0, ''} end
+local budget = tonumber(fields[1])
+local spent = tonumber(fields[2] or '0')
 local prior = redis.call('GET', KEYS[3])
 if prior then
   local held = cjson.decode(prior)
   if held['state'] == 'held' then return {held['outcome'], budget, spent, ''} end
   return {'void', budget, spent, ''}
 end
-if redis.call('HGET', rec, 'revoked') == '1' then return {'revoked', budget, spent, ''} end
+if ARGV[9] and ARGV[9] ~= '' and tonumber(fields[4] or '0') ~= tonumber(ARGV[9]) then
+  return {'stale', budget, spent, ''}
+end
+if fields[3] == '1' then return {'revoked', budget, spent, ''} end
 if ARGV[2] == '1' then
   local existing = redis.call('GET', KEYS[2])
   if existing then
@@ -100,13 +107,16 @@ redis.call('SET', KEYS[3], cjson.encode({state='released', n=n}), 'KEEPTTL')
 return {'held', n, spent}
 """
 
-# KEYS[1] idempotency record, KEYS[2] reservation record (or the sentinel)
-# ARGV[1] fingerprint, ARGV[2] response JSON, ARGV[3] TTL seconds
+# For each request i = 1..N (all of one API key): KEYS[2i-1] idempotency record, KEYS[2i]
+# reservation record (or the sentinel); ARGV[1] TTL seconds, ARGV[2i] fingerprint,
+# ARGV[2i+1] response JSON
 COMMIT = """
-local done = cjson.encode({state='done', fp=ARGV[1], response=ARGV[2]})
-redis.call('SET', KEYS[1], done, 'EX', tonumber(ARGV[3]))
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('SET', KEYS[2], cjson.encode({state='committed'}), 'KEEPTTL')
+for i = 1, #KEYS / 2 do
+  local done = cjson.encode({state='done', fp=ARGV[2 * i], response=ARGV[2 * i + 1]})
+  redis.call('SET', KEYS[2 * i - 1], done, 'EX', tonumber(ARGV[1]))
+  if redis.call('EXISTS', KEYS[2 * i]) == 1 then
+    redis.call('SET', KEYS[2 * i], cjson.encode({state='committed'}), 'KEEPTTL')
+  end
 end
 return 1
 """

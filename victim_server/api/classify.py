@@ -22,7 +22,13 @@ from victim_server.accounting.keys import ApiKey
 from victim_server.accounting.ledger import Reservation, ReserveStatus
 from victim_server.accounting.reconcile import Settlement
 from victim_server.api.clip_body import BodyLimits, decode_body, read_body
-from victim_server.api.deps import ApiKeyDep, ArrivalDep, ServicesDep
+from victim_server.api.deps import (
+    ArrivalDep,
+    CachedApiKeyDep,
+    CredentialsDep,
+    ServicesDep,
+    usable_key,
+)
 from victim_server.api.openapi import problem_responses
 from victim_server.api.problems import problem
 from victim_server.detection.base import Observation
@@ -76,6 +82,8 @@ _BODY_DOC = {
     }
 }
 
+_STALE_RETRIES = 3  # reservations refused because the key record changed meanwhile
+
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
 
 
@@ -88,7 +96,8 @@ IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_lengt
 )
 async def classify(
     request: Request,
-    key: ApiKeyDep,
+    key: CachedApiKeyDep,
+    credentials: CredentialsDep,
     services: ServicesDep,
     arrival: ArrivalDep,
     idempotency_key: IdempotencyKey = None,
@@ -96,21 +105,35 @@ async def classify(
     """Classify a batch of clips; one clip is one query against this key's budget."""
     metrics = services.metrics
     request_id = uuid.uuid4().hex
+    api_key = credentials.credentials if credentials is not None else ""
+    if key.remaining <= 0:  # the copy may predate a top-up: ask Redis before refusing
+        key = usable_key(request, services, await services.key_cache.refresh(api_key))
     poison = await services.detection.gate(key.key_id, key.detection)
     await _refuse_when_spent(key, services, idempotency_key)  # before reading the body
     clips = await _decode(request, key, services)
     n = int(clips.shape[0])
     fingerprint = await _fingerprint_of(clips) if idempotency_key else ""
-    try:
-        reservation = await services.ledger.reserve(
-            key.key_id,
-            n,
-            idempotency_key=idempotency_key,
-            fingerprint=fingerprint,
-            request_id=request_id,
-        )
-    except RedisError as exc:
-        raise await _unsettled(exc, key, n, services, request_id, idempotency_key) from None
+    for _ in range(_STALE_RETRIES):
+        try:
+            reservation = await services.ledger.reserve(
+                key.key_id,
+                n,
+                idempotency_key=idempotency_key,
+                fingerprint=fingerprint,
+                request_id=request_id,
+                revision=key.revision,
+            )
+        except RedisError as exc:
+            raise await _unsettled(exc, key, n, services, request_id, idempotency_key) from None
+        if reservation.status is not ReserveStatus.STALE:
+            break
+        # The key's policies or revocation changed since this process's copy: nothing was
+        # charged. Read the record again and decide with what it says now.
+        key = usable_key(request, services, await services.key_cache.refresh(api_key))
+        poison = await services.detection.gate(key.key_id, key.detection)
+    else:
+        raise _accounting_problem(Settlement.NOT_CHARGED)
+    services.key_cache.spent(key.key_id, budget=reservation.budget, spent=reservation.spent)
     metrics.budget_remaining.labels(key.key_id).set(reservation.remaining)
     if reservation.status not in (ReserveStatus.OK, ReserveStatus.TAKEOVER):
         return _not_reserved(reservation, key, n, services)

@@ -42,6 +42,21 @@ CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)
 async def get_api_key(
     request: Request, services: ServicesDep, credentials: CredentialsDep
 ) -> ApiKey:
+    """The key's record as it is in Redis now."""
+    key = await services.keys.authenticate(_secret(services, credentials))
+    return usable_key(request, services, key[0])
+
+
+async def get_cached_api_key(
+    request: Request, services: ServicesDep, credentials: CredentialsDep
+) -> ApiKey:
+    """The key's record, a per-process copy a few seconds old at most: for routes whose charge
+    goes through the reserve script, which refuses a copy older than the record's revision."""
+    key = await services.key_cache.authenticate(_secret(services, credentials))
+    return usable_key(request, services, key)
+
+
+def _secret(services: Services, credentials: HTTPAuthorizationCredentials | None) -> str:
     if credentials is None or not credentials.credentials:
         services.metrics.queries.labels("-", "unauthorized").inc()
         raise problem(
@@ -49,7 +64,11 @@ async def get_api_key(
             "send 'Authorization: Bearer <api key>'",
             headers=_BEARER_CHALLENGE,
         )
-    key, _ = await services.keys.authenticate(credentials.credentials)
+    return credentials.credentials
+
+
+def usable_key(request: Request, services: Services, key: ApiKey | None) -> ApiKey:
+    """``key``, or the 401/403 problem for an unknown or revoked one."""
     if key is None:
         services.metrics.queries.labels("-", "unauthorized").inc()
         raise problem(ProblemType.UNAUTHORIZED, "unknown API key", headers=_BEARER_CHALLENGE)
@@ -61,6 +80,7 @@ async def get_api_key(
 
 
 ApiKeyDep = Annotated[ApiKey, Depends(get_api_key)]
+CachedApiKeyDep = Annotated[ApiKey, Depends(get_cached_api_key)]
 
 
 async def require_admin(services: ServicesDep, credentials: CredentialsDep) -> None:

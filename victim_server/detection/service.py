@@ -5,13 +5,14 @@ key by name (``DetectionPolicy.detector``) among the plug-ins the app was built 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from shared.problems import ProblemType
 from shared.schemas import DetectionPolicy, DetectionStatus
 from victim_server.api.problems import problem
+from victim_server.coalesce import Coalescer
 from victim_server.detection.base import (
     DetectionBusy,
     Detector,
@@ -37,6 +38,9 @@ class DetectionService:
         self.detectors = dict(detectors)
         self.metrics = metrics
         self.throttle_retry_after_s = throttle_retry_after_s
+        self._observe_together: Coalescer[
+            tuple[str, int, tuple[int, ...]], tuple[DetectionPolicy, Observation], Verdict | None
+        ] = Coalescer(self._observe_group)
 
     def detector(self, policy: DetectionPolicy) -> Detector | None:
         return None if policy.detector == "none" else self.detectors[policy.detector]
@@ -82,6 +86,28 @@ class DetectionService:
         return True  # poison
 
     async def observe(
+        self, key_id: str, policy: DetectionPolicy, batch: Observation
+    ) -> Verdict | None:
+        """Feed ``batch`` to the key's detector. The batches of one key that arrive in the same
+        loop turn (the requests of one micro-batch) are observed as one, in arrival order, and
+        share its verdict."""
+        if self.detector(policy) is None:
+            return None
+        # Policies are parsed once per text (one object per policy), clip shapes must match.
+        group = (key_id, id(policy), batch.clips.shape[1:])
+        return await self._observe_together(group, (policy, batch))
+
+    async def _observe_group(
+        self,
+        group: tuple[str, int, tuple[int, ...]],
+        items: Sequence[tuple[DetectionPolicy, Observation]],
+    ) -> list[Verdict | None]:
+        policy = items[0][0]
+        batches = [batch for _, batch in items]
+        verdict = await self._observe_now(group[0], policy, _joined(batches))
+        return [verdict] * len(items)
+
+    async def _observe_now(
         self, key_id: str, policy: DetectionPolicy, batch: Observation
     ) -> Verdict | None:
         detector = self.detector(policy)
@@ -137,6 +163,18 @@ class DetectionService:
         """Clear the key's state in every detector."""
         for detector in self.detectors.values():
             await detector.reset(key_id)
+
+
+def _joined(batches: list[Observation]) -> Observation:
+    if len(batches) == 1:
+        return batches[0]
+    features = [b.features for b in batches if b.features is not None]
+    return Observation(
+        clips=np.concatenate([b.clips for b in batches]),
+        logits=np.concatenate([b.logits for b in batches]),
+        features=np.concatenate(features) if len(features) == len(batches) else None,
+        delta=batches[0].delta,
+    )
 
 
 def _statistic(policy: DetectionPolicy, verdict: Verdict) -> str:

@@ -92,7 +92,8 @@ class MicroBatcher(Generic[Output]):
         self._max_wait = max_wait_s
         self._max_queue = max_queue_clips
         self._observe = observe
-        self._jobs: queue.Queue[_Job[Output] | _Wake | None] = queue.Queue()
+        # SimpleQueue: a C queue, cheaper per put and get than queue.Queue (no Condition)
+        self._jobs: queue.SimpleQueue[_Job[Output] | _Wake | None] = queue.SimpleQueue()
         self._queued_clips = 0
         self._arriving = 0  # requests announced and not queued yet
         self._lock = threading.Lock()
