@@ -10,6 +10,10 @@ For histories of 10, 1,000 and 10,000 earlier queries, the p50 time of one more 
   - ``store_cold``: the same store when another process changed the state last, so it is
     loaded from Redis first (several server processes taking turns);
 * ``ood``: the OOD monitor's CUSUM script (one Redis call; no per-process state).
+* ``seat``: the SEAT detector (committed encoder): ``state`` is the per-key update for clips
+  already embedded (read the key's ring of 1,024 embeddings, distances, one Redis script);
+  ``with_encoder`` adds the encoder's pass over the clip (SynthActions 16x32x32 clips), which
+  unlike PRADA's features does not come with the victim's forward pass.
 
 Each query is one request of one clip (the worst case per clip); ``batch10_per_clip`` is the
 store's time per clip for requests of 10 clips. Store costs are CPU time per clip (this
@@ -40,9 +44,11 @@ from _common import median, percentile, write_result
 
 from shared.detection.ood import OodCalibration
 from shared.detection.prada import PradaConfig, PradaState, observe
+from shared.synthactions import SynthActions
 from victim_server.detection.base import Observation
 from victim_server.detection.ood import OodDetector
 from victim_server.detection.registry import FEATURE_SET_BOUND, STATISTICS_SET_BOUND
+from victim_server.detection.seat import RING, SeatDetector
 from victim_server.detection.store import PradaStore
 from vidsteal.processes import start_redis
 
@@ -177,8 +183,46 @@ async def ood_cost(redis: Redis, history: int) -> dict[str, Any]:
     return {"store": single.summary(), "store_batch10_per_clip": batched.summary()}
 
 
+async def seat_cost(redis: Redis, history: int, clips: np.ndarray) -> dict[str, Any]:
+    detector = SeatDetector(redis)
+    detector.check()
+    assert detector.model is not None
+    key = f"bench-{history}"
+    await detector.reset(key)
+    rng = np.random.default_rng(history)
+
+    def unit(n: int) -> np.ndarray:
+        v = rng.normal(size=(n, detector.model.encoder.dim)).astype(np.float32)  # type: ignore[union-attr]
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    for start in range(0, history, 500):
+        await detector.observe_embeddings(key, unit(min(500, history - start)))
+    state, full, state10, full10 = _Clock(), _Clock(), _Clock(), _Clock()
+    for i in range(SAMPLES):
+        one = unit(1)
+        await state.time(redis, lambda v=one: detector.observe_embeddings(key, v), 1)
+        clip = _observation(clips[i % len(clips) : i % len(clips) + 1])
+        await full.time(redis, lambda b=clip: detector.observe(key, b), 1)
+    for i in range(SAMPLES // 10):
+        ten = unit(10)
+        await state10.time(redis, lambda v=ten: detector.observe_embeddings(key, v), 10)
+        part = _observation(clips[(10 * i) % len(clips) :][:10])
+        await full10.time(redis, lambda b=part: detector.observe(key, b), 10)
+    return {
+        "state": state.summary(),
+        "state_batch10_per_clip": state10.summary(),
+        "with_encoder": full.summary(),
+        "with_encoder_batch10_per_clip": full10.summary(),
+        "queries": (await detector.status(key)).queries,
+    }
+
+
+def _observation(clips: np.ndarray) -> Observation:
+    return Observation(clips, np.zeros((len(clips), CLASSES), np.float32), None)
+
+
 async def main() -> dict[str, Any]:
-    rows: dict[str, Any] = {kind: {} for kind in (*PRADA_KINDS, "ood")}
+    rows: dict[str, Any] = {kind: {} for kind in (*PRADA_KINDS, "ood", "seat")}
     with tempfile.TemporaryDirectory() as tmp:
         redis_process = start_redis(Path(tmp) / "redis")
         redis = Redis.from_url(redis_process.url, decode_responses=False)
@@ -195,6 +239,10 @@ async def main() -> dict[str, Any]:
             for history in HISTORIES:
                 rows["ood"][str(history)] = await ood_cost(redis, history)
                 print("ood", history, rows["ood"][str(history)], flush=True)
+            clips, _ = SynthActions(seed=4711).batch(0, 100)
+            for history in HISTORIES:
+                rows["seat"][str(history)] = await seat_cost(redis, history, clips)
+                print("seat", history, rows["seat"][str(history)], flush=True)
         finally:
             await redis.aclose()
             redis_process.stop()
@@ -204,6 +252,7 @@ async def main() -> dict[str, Any]:
             for kind, spec in PRADA_KINDS.items()
         },
         "max_distances_per_class": PradaConfig().max_distances,
+        "seat_ring": RING,
         "classes": CLASSES,
         "samples_per_history": SAMPLES,
         "detectors": rows,
@@ -214,14 +263,18 @@ if __name__ == "__main__":
     result = asyncio.run(main())
     print(f"wrote {write_result('detection_cost', result)}")
     print(
-        "\n| detector | history | reference p50 (ms) | CPU p50 per clip, warm | cold "
+        "\n| detector | history | reference p50 (ms) | CPU p50 per clip, warm | cold (seat: "
+        "with encoder) "
         "| batch 10 | + redis-server CPU per clip (warm) | wall p50 warm |"
     )
-    for kind in (*PRADA_KINDS, "ood"):
+    for kind in (*PRADA_KINDS, "ood", "seat"):
         for history, row in result["detectors"][kind].items():
-            warm = row.get("store_warm", row.get("store"))
-            cold = row.get("store_cold", warm)
-            ten = row.get("store_warm_batch10_per_clip", row.get("store_batch10_per_clip"))
+            warm = row.get("store_warm", row.get("store", row.get("state")))
+            cold = row.get("store_cold", row.get("with_encoder", warm))
+            ten = row.get(
+                "store_warm_batch10_per_clip",
+                row.get("store_batch10_per_clip", row.get("state_batch10_per_clip")),
+            )
             ref = row["reference"]["p50_ms"] if "reference" in row else "-"
             print(
                 f"| {kind} | {history} | {ref} | {warm['cpu_p50_ms']} | {cold['cpu_p50_ms']} | "
