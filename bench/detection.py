@@ -6,14 +6,15 @@ layered affine, and stealth: stacked affine mixed with labelled SynthActions to 
 naturalness statistics' W high) for ``--budget`` queries each; benign
 traffic: ``--benign`` SynthActions clips of seed 31337 in sessions of same-class clips (a
 realistic order), and ``--benign-videos`` clips decoded from a folder of mp4 SynthActions videos
-of seed 8080. No detector has seen these seeds (the OOD calibration is seed 9001).
+of seed 8080. No detector has seen these seeds (the OOD calibration is seed 9001; the SEAT
+encoder is trained on seed 6150 and calibrated on 6151).
 
-The victim app runs in process with its real Redis-backed detectors. The model answers each
-batch of 10 once (``services.batcher``, the request path's forward pass: logits and features);
-then every detector (``prada`` on the victim's features, ``prada_stats`` on the naturalness
-statistics, ``ood``) observes that batch under its own key through
-``services.detection.observe``, as ``/v1/classify`` does after charging. So all detectors are
-judged on identical streams at one model cost. Per stream and detector: the first alarm (PRADA
+The victim app runs in process with its real Redis-backed detectors. The model answers each batch
+of 10 once (``services.batcher``, the request path's forward pass: logits and features); then every
+detector (``prada`` on the victim's features, ``prada_stats`` on the naturalness statistics,
+``ood``, ``seat`` on near pairs in the SEAT encoder's space) observes that batch under its own key
+through ``services.detection.observe``, as ``/v1/classify`` does after charging. So all detectors
+are judged on identical streams at one model cost. Per stream and detector: the first alarm (PRADA
 also at delta 0.90 / 0.95 from its W trajectory), the last statistic, and false alarms for the
 benign streams. Agreement at the first alarm is the scoreboard's (issue 12.3), not measured here.
 
@@ -49,7 +50,7 @@ from vidsteal.processes import start_redis
 from vidsteal.scoreboard.panel import DEFAULT_DELTA, DetectorPanel
 from vidsteal.scoreboard.streams import realistic_benign, video_folder
 
-DETECTORS: tuple[DetectorName, ...] = ("prada", "prada_stats", "ood")
+DETECTORS: tuple[DetectorName, ...] = ("prada", "prada_stats", "ood", "seat")
 DEFAULT_DETECTOR = "ood"  # the server default (default_detector: auto) on a calibrated model
 DELTAS = (0.85, 0.90, 0.95)
 SHAPE = ClipShape(16, 32, 32)
