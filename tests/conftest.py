@@ -57,6 +57,16 @@ async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 
 
 @pytest.fixture
+async def binary_redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A client that returns bytes (detector state is binary)."""
+    client = connect_redis(redis_url, decode=False)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
 def admin_token() -> str:
     return ADMIN_TOKEN
 

@@ -3,8 +3,6 @@ CUSUM script, per-detector state."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import numpy as np
 import pytest
 import redis.asyncio as aioredis
@@ -15,15 +13,6 @@ from victim_server.accounting.connection import connect_redis
 from victim_server.detection.base import Observation
 from victim_server.detection.ood import OodDetector
 from victim_server.detection.store import PradaStore
-
-
-@pytest.fixture
-async def binary_redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = connect_redis(redis_url, decode=False)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 async def test_prada_store_writes_only_changed_slots_and_reloads_exactly(

@@ -4,7 +4,6 @@ against benign sessions through the Redis-backed detector, its bounds, and train
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,15 +28,6 @@ from victim_server.detection.seat_train import (
 )
 
 FRESH_SEED = 4711  # seen by neither training (6150) nor calibration (6151)
-
-
-@pytest.fixture
-async def binary_redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = connect_redis(redis_url, decode=False)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 def _observation(clips: np.ndarray) -> Observation:

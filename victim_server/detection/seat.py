@@ -43,6 +43,7 @@ import anyio
 import numpy as np
 from redis.asyncio import Redis
 
+from shared.detection.ood import OodCalibration
 from victim_server.accounting import keyspace
 from victim_server.detection.base import DetectorUnavailable, Observation, Verdict
 from victim_server.detection.ood import CUSUM_SCRIPT, cusum_result, cusum_status, now_iso
@@ -108,31 +109,25 @@ class SeatCalibration:
     ) -> SeatCalibration:
         """From benign queries' distances to their ``neighbours``-th nearest earlier query in
         the ring: the threshold is their ``1 - quantile`` quantile (benign flag rate
-        ``1 - quantile``); the CUSUM as the OOD monitor's (``OodCalibration.fit``): benign rate
-        x ``margin``, ``limit = log(arl)``."""
-        distances = np.asarray(nearest, dtype=np.float64)
-        if distances.size < 100:
-            raise ValueError(f"calibration needs at least 100 distances, got {distances.size}")
-        threshold = float(np.quantile(distances, 1.0 - quantile))
-        observed = float((distances < threshold).mean())
-        benign_rate = min(0.5, max(observed, 1.0 - quantile) * margin)
-        if not benign_rate < attack_rate < 1.0:
-            raise ValueError(f"attack_rate {attack_rate} must lie in ({benign_rate}, 1)")
-        return cls(
-            threshold=threshold,
-            benign_rate=benign_rate,
+        ``1 - quantile``) and the CUSUM is the OOD monitor's, fitted by ``OodCalibration.fit``
+        on the negated distances (a near neighbour is a high score): benign rate x ``margin``,
+        ``limit = log(arl)``."""
+        test = OodCalibration.fit(
+            -np.asarray(nearest, dtype=np.float64),
+            quantile=quantile,
+            margin=margin,
             attack_rate=attack_rate,
-            limit=math.log(arl),
+            arl=arl,
+            source=source,
+        )
+        return cls(
+            threshold=-test.threshold,
+            benign_rate=test.benign_rate,
+            attack_rate=test.attack_rate,
+            limit=test.limit,
             ring=ring,
             neighbours=neighbours,
-            source={
-                **(source or {}),
-                "distances": int(distances.size),
-                "quantile": quantile,
-                "margin": margin,
-                "arl": arl,
-                "observed_flag_rate": observed,
-            },
+            source=test.source,
         )
 
     @property
