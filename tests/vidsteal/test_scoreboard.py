@@ -12,11 +12,17 @@ import httpx
 import numpy as np
 import pytest
 
-from attacker.data import TransferManifest, TransferSetWriter
+from attacker.data import TransferManifest, TransferSet, TransferSetWriter
 from vidsteal.scoreboard import ScoreboardSpec, SpecError, run_scoreboard, write_outputs
+from vidsteal.scoreboard.attacks import prefix_stable, recipe_without_stream, scoreboard_attacks
 from vidsteal.scoreboard.panel import DetectorPanel, available_detectors, replay_requests
 from vidsteal.scoreboard.render import agreement_matrix, alarm_matrix, markdown
-from vidsteal.scoreboard.streams import paid_batches, realistic_benign, request_sizes
+from vidsteal.scoreboard.streams import (
+    paid_batches,
+    realistic_benign,
+    request_sizes,
+    write_prefix,
+)
 
 
 def test_request_sizes_follow_the_collector_chunks_and_active_rounds() -> None:
@@ -54,6 +60,30 @@ def test_paid_batches_replay_only_paid_clips_in_order(tmp_path: Path) -> None:
         list(paid_batches(root, [3]))
     with pytest.raises(ValueError, match="fewer paid clips"):
         list(paid_batches(root, [3, 3]))
+
+
+def test_prefix_holds_the_first_paid_clips_as_the_npz_source_reads_them(tmp_path: Path) -> None:
+    from attacker.sources import ClipShape, build_source
+    from shared.hashing import clip_hash
+
+    root = _transfer(tmp_path / "t", [True, False, True, True])
+    path = write_prefix(root, 2, tmp_path / "p.npz")
+    source = build_source({"kind": "npz", "path": str(path)}, shape=ClipShape(2, 4, 4), seed=9)
+    read = [q.clip for q in source]
+    assert [int(c[0, 0, 0, 0]) for c in read] == [0, 2]
+    # Same bytes, so the same content hashes: the attacker's cache answers them unpaid.
+    expected = [c for r, c in TransferSet(root).iter_clips() if r.paid][:2]
+    assert [clip_hash(c) for c in read] == [clip_hash(c) for c in expected]
+    with pytest.raises(ValueError, match="3 paid clips, not 4"):
+        write_prefix(root, 4, tmp_path / "q.npz")
+
+
+def test_only_active_and_datafree_streams_depend_on_the_budget(tmp_path: Path) -> None:
+    recipes = scoreboard_attacks(tmp_path)
+    unstable = {name for name, recipe in recipes.items() if not prefix_stable(recipe)}
+    assert unstable == {"active_balanced", "datafree"}
+    trimmed = recipe_without_stream(recipes["datafree"])
+    assert "datafree" not in trimmed and trimmed["train"] == recipes["datafree"]["train"]
 
 
 async def test_replayed_noise_alarms_and_benign_sessions_do_not(

@@ -17,6 +17,7 @@ from vidsteal.processes import REPO
 
 __all__ = [
     "ACTIVE_ROUND",
+    "CLIPS_PER_VIDEO",
     "EVAL_SOURCE",
     "LAYERED",
     "NATURAL",
@@ -26,6 +27,8 @@ __all__ = [
     "STUDENT",
     "TRAIN",
     "attack_config",
+    "prefix_stable",
+    "recipe_without_stream",
     "scoreboard_attacks",
 ]
 
@@ -50,6 +53,7 @@ TRAIN: dict[str, Any] = {
 SOFT_LOSS: dict[str, Any] = {"loss": {"name": "auto", "temperature": 4.0}}
 # Active selection: rounds of ACTIVE_ROUND paid clips (the round ends fall on the POINTS).
 ACTIVE_ROUND = 1250
+CLIPS_PER_VIDEO = 8  # the video-folder attack's clips per mp4
 DATAFREE_EXAMPLE = REPO / "examples" / "datafree_generator.yaml"
 
 #: The scoreboard's rows, in order: every attack the attacker has.
@@ -66,7 +70,8 @@ SCOREBOARD_ATTACKS = (
 
 
 def scoreboard_attacks(video_root: Path) -> dict[str, dict[str, Any]]:
-    """Recipe per scoreboard row (probabilities answered); ``video_root``: an mp4 folder."""
+    """Recipe per scoreboard row (probabilities answered); ``video_root``: an mp4 folder with at
+    least budget / CLIPS_PER_VIDEO videos."""
     datafree = yaml.safe_load(DATAFREE_EXAMPLE.read_text())["query"]["datafree"]
     return {
         "noise": {"output": "probs", "source": {"kind": "noise"}, "train": SOFT_LOSS},
@@ -78,7 +83,11 @@ def scoreboard_attacks(video_root: Path) -> dict[str, dict[str, Any]]:
         "layered": {"output": "probs", "source": LAYERED, "train": SOFT_LOSS},
         "video_folder": {
             "output": "probs",
-            "source": {"kind": "video_folder", "root": str(video_root), "clips_per_video": 8},
+            "source": {
+                "kind": "video_folder",
+                "root": str(video_root),
+                "clips_per_video": CLIPS_PER_VIDEO,
+            },
             "train": SOFT_LOSS,
         },
         "labelled_mix": {
@@ -106,6 +115,19 @@ def scoreboard_attacks(video_root: Path) -> dict[str, dict[str, Any]]:
         },
         "datafree": {"output": "probs", "datafree": datafree, "train": {**SOFT_LOSS, "epochs": 4}},
     }
+
+
+def prefix_stable(recipe: dict[str, Any]) -> bool:
+    """Whether a run at a smaller budget sends exactly the first queries of a larger one.
+
+    Not so for active selection (its rounds follow the budget) and the data-free generator (a
+    budget too small for a generator step is spent on student steps)."""
+    return "select" not in recipe and "datafree" not in recipe
+
+
+def recipe_without_stream(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The recipe's answers and training, without what decides its query stream."""
+    return {k: v for k, v in recipe.items() if k not in ("source", "select", "datafree", "stealth")}
 
 
 def attack_config(

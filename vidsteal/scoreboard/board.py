@@ -28,13 +28,21 @@ from victim_server.app import create_app
 from victim_server.services import Services
 from victim_server.settings import Settings
 from vidsteal.processes import REPO, RedisProcess, VictimProcess, start_redis, start_victim
-from vidsteal.scoreboard.attacks import STUDENT, TRAIN, attack_config, scoreboard_attacks
+from vidsteal.scoreboard.attacks import (
+    CLIPS_PER_VIDEO,
+    STUDENT,
+    TRAIN,
+    attack_config,
+    prefix_stable,
+    recipe_without_stream,
+    scoreboard_attacks,
+)
 from vidsteal.scoreboard.benign import am_taus, benign_sessions, benign_videos
 from vidsteal.scoreboard.defenses import AM_FRACTION, defense_policies
 from vidsteal.scoreboard.panel import DetectorPanel, available_detectors, replay_requests
 from vidsteal.scoreboard.runs import AttackJob, RunResult, create_key, prune_run, run_attack_job
 from vidsteal.scoreboard.spec import ScoreboardSpec, SpecError
-from vidsteal.scoreboard.streams import paid_batches, request_sizes, video_folder
+from vidsteal.scoreboard.streams import paid_batches, request_sizes, video_folder, write_prefix
 
 __all__ = ["run_scoreboard"]
 
@@ -70,7 +78,7 @@ class _Grid:
             video_folder(
                 spec.out / "videos" / "attack",
                 seed=ATTACK_VIDEO_SEED,
-                videos=spec.attack_videos,
+                videos=-(-spec.budget // CLIPS_PER_VIDEO),  # enough for the budget
                 layered=True,
             )
         )
@@ -85,8 +93,16 @@ class _Grid:
         self.configs: dict[str, dict[str, Any]] = {}  # run directory -> the attacker's config
 
     def job(
-        self, attack: str, defense: str, policy: dict[str, Any], budget: int, detector: str | None
+        self,
+        attack: str,
+        defense: str,
+        policy: dict[str, Any],
+        budget: int,
+        detector: str | None,
+        prefix: Path | None = None,
     ) -> AttackJob:
+        """One run; a rerun to ``detector``'s alarm reads ``prefix`` (the paid clips in order)
+        instead of the attack's own stream when that stream is not prefix-stable."""
         if detector is None:
             key = create_key(
                 self.victim.url,
@@ -102,9 +118,15 @@ class _Grid:
             key = self.keys[attack]  # same answer identity: every answer is in the cache
         name = f"{attack}-{defense}" + ("" if detector is None else f"-alarm-{detector}")
         overrides = {} if self.spec.epochs is None else {"epochs": self.spec.epochs}
+        recipe = self.recipes[attack]
+        if prefix is not None:
+            recipe = {
+                **recipe_without_stream(recipe),
+                "source": {"kind": "npz", "path": str(prefix)},
+            }
         config = attack_config(
             name,
-            self.recipes[attack],
+            recipe,
             seed=self.spec.seed,
             url=self.victim.url,
             key=key,
@@ -187,10 +209,18 @@ async def _grid(spec: ScoreboardSpec, services: Services, grid: _Grid) -> dict[s
                 if run.defense == "none" and run.detector is None and run.error is None:
                     config = grid.configs[run.run_dir]
                     alarms[run.attack] = await _replay(services, detectors, run, config)
-                    for detector, alarm in alarms[run.attack].items():
-                        if alarm is not None:
-                            bar.total += 1
-                            pending.add(submit(grid.job(run.attack, "none", {}, alarm, detector)))
+                    fired = {d: n for d, n in alarms[run.attack].items() if n is not None}
+                    prefix = None
+                    if fired and not prefix_stable(grid.recipes[run.attack]):
+                        prefix = write_prefix(
+                            Path(run.run_dir) / "transfer",
+                            max(fired.values()),
+                            spec.out / "prefixes" / f"{run.attack}.npz",
+                        )
+                    for detector, alarm in fired.items():
+                        bar.total += 1
+                        job = grid.job(run.attack, "none", {}, alarm, detector, prefix)
+                        pending.add(submit(job))
                 prune_run(Path(run.run_dir))
     bar.close()
     return _results(spec, grid, detectors, policies, tau, runs, alarms, benign, services)

@@ -35,7 +35,6 @@ class ScoreboardSpec:
     jobs: int = 2
     eval_clips: int = 1000  # held-out SynthActions clips (seed 424242)
     calibration_clips: int = 2000  # adaptive misinformation's tau (seed 9001)
-    attack_videos: int = 120  # mp4 scenes the video-folder attack reads
     epochs: float | None = None  # override the recipe's training passes
     student_widths: tuple[int, ...] | None = None  # override the student's (tiny3d) widths
     small: bool = False
@@ -54,7 +53,6 @@ class ScoreboardSpec:
             benign_videos=20,
             eval_clips=100,
             calibration_clips=400,
-            attack_videos=16,
             epochs=2,
             student_widths=(8, 16, 32, 64),
             small=True,
@@ -73,7 +71,7 @@ class ScoreboardSpec:
             raise SpecError("defenses must include none (detectors replay the undefended run)")
         if not self.attacks:
             raise SpecError("no attack to run")
-        for name in ("budget", "jobs", "eval_clips", "calibration_clips", "attack_videos"):
+        for name in ("budget", "jobs", "eval_clips", "calibration_clips"):
             if getattr(self, name) < 1:
                 raise SpecError(f"--{name.replace('_', '-')} must be positive")
         if self.benign < 0 or self.benign_videos < 0:

@@ -15,7 +15,7 @@ from attacker.sources import ClipShape, QueryClip, build_source
 from shared.synthactions import NUM_CLASSES, SynthActions
 from shared.video import encode_mp4
 
-__all__ = ["paid_batches", "realistic_benign", "request_sizes", "video_folder"]
+__all__ = ["paid_batches", "realistic_benign", "request_sizes", "video_folder", "write_prefix"]
 
 
 def video_folder(root: Path, *, seed: int, videos: int, layered: bool) -> Path:
@@ -77,3 +77,14 @@ def paid_batches(transfer: Path, sizes: list[int]) -> Iterator[np.ndarray]:
         yield np.stack(batch)
     if next(clips, None) is not None:
         raise ValueError(f"{transfer} holds more paid clips than the {sum(sizes)} replayed")
+
+
+def write_prefix(transfer: Path, count: int, path: Path) -> Path:
+    """The transfer set's first ``count`` paid clips, in query order, as a .npz (``clips``) that
+    the attacker's npz source reads back clip for clip (same bytes, so the same cached answers)."""
+    clips = [clip for record, clip in TransferSet(transfer).iter_clips() if record.paid][:count]
+    if len(clips) != count:
+        raise ValueError(f"{transfer} holds {len(clips)} paid clips, not {count}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, clips=np.stack(clips))
+    return path
