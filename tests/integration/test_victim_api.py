@@ -275,6 +275,29 @@ async def test_auth_failures(live_victim: LiveVictim) -> None:
         assert not_admin.status_code == 401
 
 
+async def test_a_policy_change_applies_to_the_next_request_of_a_cached_key(
+    victim_app: httpx.AsyncClient,
+) -> None:
+    """The classify path keeps a per-process copy of the key record; the reserve script refuses
+    a copy older than the record's revision, so the next answer already follows a change."""
+    key = await create_key(victim_app, budget=10)
+    first = await victim_app.post("/v1/classify", **npy_request(clips(1), key["api_key"]))
+    assert first.status_code == 200, first.text
+    assert any(round(p, 2) != p for p in first.json()["results"][0]["probs"])
+    changed = await victim_app.put(
+        f"/admin/keys/{key['key_id']}/defenses", json={"round_decimals": 2}, headers=ADMIN_HEADERS
+    )
+    assert changed.status_code == 200, changed.text
+    second = await victim_app.post("/v1/classify", **npy_request(clips(1), key["api_key"]))
+    assert second.status_code == 200, second.text
+    assert all(round(p, 2) == p for p in second.json()["results"][0]["probs"])
+    assert second.json()["budget"]["spent"] == 2  # the refused stale reserve charged nothing
+    revoke = await victim_app.delete(f"/admin/keys/{key['key_id']}", headers=ADMIN_HEADERS)
+    assert revoke.status_code == 200
+    third = await victim_app.post("/v1/classify", **npy_request(clips(1), key["api_key"]))
+    assert third.status_code == 403, third.text
+
+
 @pytest.mark.parametrize("mode", ["logits", "probs", "topk", "label"])
 async def test_each_output_mode(victim_app: httpx.AsyncClient, mode: str) -> None:
     key = await create_key(victim_app, budget=10, output=mode, top_k=3)

@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 from faults.stall_proxy import StallProxy
 from redis.exceptions import TimeoutError as RedisTimeout
 
-from shared.schemas import KeyCreate
+from shared.schemas import DefensePolicy, KeyCreate
 from victim_server.accounting.connection import connect_redis
 from victim_server.accounting.keys import KeyStore
 from victim_server.accounting.ledger import Ledger, ReserveStatus
@@ -197,3 +197,65 @@ async def test_releasing_a_takeover_gives_nothing_back_and_hands_the_charge_on(
         key_id, 4, idempotency_key="k", fingerprint="f", request_id="c"
     )
     assert next_try.status is ReserveStatus.TAKEOVER and next_try.spent == 4
+
+
+async def test_a_reserve_with_a_stale_copy_of_the_key_charges_nothing(
+    redis_client: aioredis.Redis,
+) -> None:
+    """A per-process copy of the key record older than a policy change or a revocation is
+    refused by the script itself, so the copy can never charge under an old policy."""
+    store = KeyStore(redis_client)
+    key_id = await _key(redis_client, 10)
+    copy = await store.get(key_id)
+    assert copy is not None
+    ledger = Ledger(redis_client)
+    ok = await ledger.reserve(
+        key_id, 1, idempotency_key=None, fingerprint="", request_id="a", revision=copy.revision
+    )
+    assert ok.status is ReserveStatus.OK
+    changed = await store.set_policies(key_id, defenses=DefensePolicy(round_decimals=2))
+    assert changed is not None and changed.revision != copy.revision
+    stale = await ledger.reserve(
+        key_id, 1, idempotency_key=None, fingerprint="", request_id="b", revision=copy.revision
+    )
+    assert stale.status is ReserveStatus.STALE and stale.spent == 1
+    fresh = await ledger.reserve(
+        key_id, 1, idempotency_key=None, fingerprint="", request_id="b", revision=changed.revision
+    )
+    assert fresh.status is ReserveStatus.OK and fresh.spent == 2
+    revoked = await store.revoke(key_id)
+    assert revoked is not None and revoked.revision != changed.revision
+    late = await ledger.reserve(
+        key_id, 1, idempotency_key=None, fingerprint="", request_id="c", revision=changed.revision
+    )
+    assert late.status is ReserveStatus.STALE and late.spent == 2
+
+
+async def test_commits_made_together_are_each_replayed(redis_client: aioredis.Redis) -> None:
+    """Commits of one key in the same loop turn go to Redis as one script call."""
+    key_id = await _key(redis_client, 10)
+    ledger = Ledger(redis_client)
+    for i in range(5):
+        await ledger.reserve(
+            key_id, 1, idempotency_key=f"k{i}", fingerprint="f", request_id=f"r{i}"
+        )
+    await asyncio.gather(
+        *[
+            ledger.commit(
+                key_id,
+                idempotency_key=f"k{i}",
+                fingerprint="f",
+                response_json=f'{{"i": {i}}}',
+                request_id=f"r{i}",
+            )
+            for i in range(5)
+        ]
+    )
+    for i in range(5):
+        replay = await ledger.reserve(
+            key_id, 1, idempotency_key=f"k{i}", fingerprint="f", request_id=f"s{i}"
+        )
+        assert replay.status is ReserveStatus.REPLAY and replay.stored_response == f'{{"i": {i}}}'
+        released = await ledger.release(key_id, request_id=f"r{i}", idempotency_key=f"k{i}")
+        assert released.previous_state == "committed" and released.refunded == 0
+    assert (await KeyStore(redis_client).get(key_id)).spent == 5  # type: ignore[union-attr]

@@ -59,8 +59,7 @@ class ModelRunner:
     @torch.inference_mode()
     def __call__(self, requests: list[np.ndarray]) -> list[BatchOutput]:
         """Each element is one request's uint8 (N, T, H, W, 3); returns one output per request."""
-        inputs = [preprocess(clips, self.config.input, device=self.device) for clips in requests]
-        x = inputs[0] if len(inputs) == 1 else torch.cat(inputs)
+        x = self._inputs(requests)
         features: np.ndarray | None = None
         with torch.autocast(self.device.type, enabled=self._autocast):
             if self.feature_dim:
@@ -82,3 +81,12 @@ class ModelRunner:
             )
             start += n
         return outputs
+
+    def _inputs(self, requests: list[np.ndarray]) -> torch.Tensor:
+        """One preprocess for the whole micro-batch when its clips share a shape (the usual
+        case: a preprocess call has a fixed cost that one-clip requests would pay each)."""
+        spec, device = self.config.input, self.device
+        if len(requests) == 1 or len({clips.shape[1:] for clips in requests}) == 1:
+            joined = requests[0] if len(requests) == 1 else np.concatenate(requests)
+            return preprocess(joined, spec, device=device)
+        return torch.cat([preprocess(clips, spec, device=device) for clips in requests])
