@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 from redis.asyncio import Redis
 
 from shared.schemas import DetectionPolicy
@@ -33,6 +34,9 @@ class Services:
     reconciler: Reconciler
     # Copies of key records for the classify path (the reserve script stays the authority).
     key_cache: KeyCache = field(init=False)
+    # Randomness of answer defenses and poisoning: one generator per process, seeded from the OS
+    # once (a fresh default_rng() per request reads OS entropy every time).
+    rng: np.random.Generator = field(default_factory=np.random.default_rng)
 
     def __post_init__(self) -> None:
         self.key_cache = KeyCache(self.keys)

@@ -201,7 +201,7 @@ async def _answer(
             top_k=key.top_k,
             defenses=key.defenses,
             poison=poison,
-            rng=np.random.default_rng(),
+            rng=services.rng,
             features=output.features,
         ),
         budget=_budget_after(key, reservation),

@@ -194,19 +194,24 @@ class MicroBatcher(Generic[Output]):
         if self._observe is not None:
             with contextlib.suppress(Exception):
                 self._observe(clips, seconds)
+        # One hand-off per event loop, not per request: the batch's requests resume in the same
+        # loop turn (so their Redis writes coalesce) and the loop is woken once.
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome[Output]]] = {}
         for index, job in enumerate(batch):
-            if error is None:
-                job.loop.call_soon_threadsafe(_resolve, job.future, outputs[index], None)
-            else:
-                job.loop.call_soon_threadsafe(_resolve, job.future, None, error)
+            value = outputs[index] if error is None else None
+            by_loop.setdefault(job.loop, []).append((job.future, value, error))
+        for loop, outcomes in by_loop.items():
+            loop.call_soon_threadsafe(_resolve, outcomes)
 
 
-def _resolve(
-    future: asyncio.Future[Output], value: Output | None, error: BaseException | None
-) -> None:
-    if future.done():  # the request was cancelled (client went away)
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(value)  # type: ignore[arg-type]
+_Outcome = tuple[asyncio.Future[Output], Output | None, BaseException | None]
+
+
+def _resolve(outcomes: list[_Outcome[Output]]) -> None:
+    for future, value, error in outcomes:
+        if future.done():  # the request was cancelled (client went away)
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)  # type: ignore[arg-type]
