@@ -162,7 +162,7 @@ def test_tables_and_heat_maps_carry_every_cell(tmp_path: Path) -> None:
         and "| *benign top-1 cost (points)* | 0.00 | 1.50 |" in table
     )
     assert "| noise | 16 (0.100) | none (0.500) |" in table
-    assert "| noise / to the ood alarm (from the cache) | 16 | 0 | 16 |" in table
+    assert "| noise / to the ood alarm (cached, own stream) | 16 | 0 | 16 |" in table
     paths = write_outputs(results, tmp_path)
     assert json.loads(paths["json"].read_text()) == results
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -216,6 +216,7 @@ def test_small_scoreboard_end_to_end(tmp_path: Path) -> None:
                 # Rerun to the alarm from the attacker's cache: nothing paid.
                 assert rerun["paid"] == 0 and rerun["clips"] == cell["first_alarm"]
                 assert cell["agreement_at_alarm"] == rerun["top1_agreement"]
+                assert cell["alarm_stream"] == "own"
     # The OOD monitor (the server default) catches uniform noise.
     assert saved["attacks"]["noise"]["detectors"]["ood"]["first_alarm"] is not None
     columns = saved["benign_columns"]

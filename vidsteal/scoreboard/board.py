@@ -1,6 +1,11 @@
 """The scoreboard run: every attack against every defense (one real attack run each) and every
 detector (its paid stream replayed; the attack rerun from the cache up to the first alarm).
 
+Agreement at an alarm: the undefended run's config rerun with the budget cut to the alarm, on
+the same key, so every answer comes from the attacker's cache (0 paid, recorded); active
+selection and the data-free generator choose their queries by the budget, so their rerun reads
+the undefended run's paid clips up to the alarm (an npz source) with the same training recipe.
+
 Processes: one redis-server and one uvicorn victim (the attack runs' target, over HTTP); the
 attack runs in ``spec.jobs`` worker processes (one torch thread each); this process holds the
 victim app in process too (same model, its own Redis database) to replay query streams through
@@ -301,6 +306,9 @@ def _results(
                 "first_alarm": None if replayed is None else replayed[detector],
                 "agreement_at_alarm": (full if rerun is None else rerun).top1_agreement,
                 "alarm_run": None if rerun is None else rerun.to_dict(),
+                # The rerun's queries: the attack's own stream cut at the alarm, or (a stream
+                # that depends on the budget) the undefended run's paid clips up to it.
+                "alarm_stream": "own" if prefix_stable(grid.recipes[attack]) else "paid prefix",
             }
         attacks[attack] = row
     sessions, videos = benign["sessions"], benign["videos"]

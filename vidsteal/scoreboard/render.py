@@ -129,7 +129,11 @@ def markdown(results: dict[str, Any]) -> str:
     for attack, row in attacks.items():
         named = [(d, row["defenses"][d]) for d in results["defenses"]]
         named += [
-            (f"to the {d} alarm (from the cache)", row["detectors"][d]["alarm_run"])
+            (
+                f"to the {d} alarm (cached, {row['detectors'][d].get('alarm_stream', 'own')} "
+                "stream)",
+                row["detectors"][d]["alarm_run"],
+            )
             for d in results["detectors"]
         ]
         for name, run in named:
