@@ -64,9 +64,10 @@ class KeyCache:
         return await self._read(api_key, parts[0], hash_secret(parts[1]))
 
     def spent(self, key_id: str, *, budget: int, spent: int) -> None:
-        """Budget and spend as a reservation just saw them."""
+        """Budget and spend as a reservation just saw them, kept when they change whether the
+        key has anything left (the only use of the copy's numbers)."""
         entry = self._entries.get(key_id)
-        if entry is not None and (entry.key.budget, entry.key.spent) != (budget, spent):
+        if entry is not None and (entry.key.remaining > 0) != (budget > spent):
             key = dataclasses.replace(entry.key, budget=budget, spent=spent)
             self._entries[key_id] = dataclasses.replace(entry, key=key)
 
