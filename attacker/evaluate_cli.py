@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import redis.asyncio as aioredis
 
 from attacker.client import MemoryCache, ResponseCache, VictimClient, answer_identity
+from attacker.client.store import open_store
 from attacker.collect import Collector, MemorySink
 from attacker.eval.fidelity import EvalSet, fidelity_of, student_logits
 from attacker.sources import QueryClip
@@ -57,7 +57,7 @@ async def evaluate_exported(
 async def _victim_answers(
     clips: np.ndarray, url: str, api_key: str, redis_url: str | None
 ) -> tuple[np.ndarray, int]:
-    store = aioredis.Redis.from_url(redis_url, decode_responses=True) if redis_url else None
+    store = open_store(redis_url) if redis_url else None
     try:
         async with VictimClient(url, api_key) as client:
             info = await client.model_info()

@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from httpx import AsyncBaseTransport
 
 from attacker.client import RetryPolicy, VictimClient
+from attacker.client.store import open_store
 from attacker.collect import CollectStats
 from attacker.config import AttackConfig
 from attacker.data import TransferSet
@@ -68,7 +69,7 @@ async def run_attack(
     started = time.perf_counter()
     run_dir = config.out
     provenance = write_provenance(run_dir, config)
-    store = redis or aioredis.Redis.from_url(config.redis_url, decode_responses=True)
+    store = redis or open_store(config.redis_url)
     retries = _RetryCounter(hooks.on_retry)
     points: list[dict[str, Any]] = []
     eval_set: LabelledEvalSet | None = None

@@ -65,10 +65,10 @@ async def run_one(
     deadline: float,
     on_point: Any = None,
 ) -> dict[str, Any]:
-    import redis.asyncio as aioredis
     import yaml
 
     from attacker.client import VictimClient
+    from attacker.client.store import open_store
     from attacker.config import validate_config
     from attacker.eval.fidelity import evaluate
     from attacker.stages.collect import label_eval_set
@@ -90,7 +90,7 @@ async def run_one(
         raw["eval"] = {"source": EVAL_SOURCE, "clips": 1000, "points": [1.0]}
         config = validate_config(raw, source=name)
         spent_before = (await http.get("/v1/budget", headers=_auth(attack_key))).json()
-    store = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    store = open_store(redis_url)
     curve: list[dict[str, Any]] = []
     cpu0, wall0 = time.process_time(), time.perf_counter()
     try:

@@ -122,9 +122,9 @@ def run_knockoffnets(config: AttackConfig, *, epochs: float) -> list[dict[str, A
     student.eval()
 
     async def labelled() -> Any:
-        import redis.asyncio as aioredis
+        from attacker.client.store import open_store
 
-        store = aioredis.Redis.from_url(config.redis_url, decode_responses=True)
+        store = open_store(config.redis_url)
         try:
             return await label_eval_set(config, store)
         finally:

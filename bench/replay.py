@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import median, write_result
 
 from attacker.client import VictimClient
+from attacker.client.store import open_store
 from attacker.config import AttackConfig
 from attacker.stages.collect import collect_transfer_set
 from vidsteal.processes import start_redis, start_victim
@@ -56,7 +56,7 @@ async def spent(url: str, api_key: str) -> int:
 
 
 async def collect_once(config: AttackConfig) -> dict[str, Any]:
-    store = aioredis.Redis.from_url(config.redis_url, decode_responses=True)
+    store = open_store(config.redis_url)
     try:
         async with VictimClient(config.victim.url, config.victim.api_key) as client:
             info = await client.model_info()

@@ -19,6 +19,7 @@ from attacker.adversarial.options import PGDOptions, perturbation_of
 from attacker.adversarial.report import run_report_section, write_transfer_report
 from attacker.adversarial.stage import measure_transfer, starting_clips
 from attacker.client import ResponseCache, VictimClient, answer_identity
+from attacker.client.store import open_store
 from attacker.eval.fidelity import EvalSet, evaluate
 from attacker.eval.report import add_report_section
 from attacker.provenance import git_commit
@@ -149,7 +150,7 @@ async def run_transfer_command(
     started = time.perf_counter()
     student = load_exported_student(request.run_dir / STUDENT_DIR)
     clone = _clone_summary(request.run_dir, student)
-    store = redis or aioredis.Redis.from_url(request.redis_url, decode_responses=True)
+    store = redis or open_store(request.redis_url)
     try:
         async with VictimClient(request.victim_url, request.api_key, transport=transport) as client:
             info = await client.model_info()
