@@ -24,6 +24,9 @@ async def test_copies_are_served_until_refreshed_and_wrong_secrets_are_refused(
     fresh = await cache.refresh(created.api_key)
     assert fresh is not None and fresh.revision == 1 and fresh.defenses.round_decimals == 2
     assert await cache.authenticate(created.api_key) is fresh
+    cache.spent(created.key_id, budget=3, spent=3)
+    spent = await cache.authenticate(created.api_key)
+    assert spent is not None and spent.remaining == 0
 
 
 async def test_an_expired_copy_is_read_again(redis_client: aioredis.Redis) -> None:

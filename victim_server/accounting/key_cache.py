@@ -3,20 +3,20 @@ before its body is decoded.
 
 Not an authority: the reserve script charges against the record in Redis and refuses (``STALE``,
 nothing charged) a request made with a copy older than the record's revision, which every
-change of policies or revocation bumps. Budget and spend in the copy are as read (at most
-``ttl_s`` old); they only decide whether a spent key is refused before its body is read, and
-a copy that says "spent" is read again before it refuses anything.
+change of policies or revocation bumps. Budget and spend in the copy are refreshed from every
+reservation; they only decide whether a spent key is refused before its body is read.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import time
 from dataclasses import dataclass
 
 from victim_server.accounting.keys import ApiKey, KeyStore, hash_secret, split_api_key
 
-DEFAULT_TTL_S = 2.0
+DEFAULT_TTL_S = 5.0
 DEFAULT_MAX_ENTRIES = 4096
 
 
@@ -62,6 +62,14 @@ class KeyCache:
         if parts is None:
             return None
         return await self._read(api_key, parts[0], hash_secret(parts[1]))
+
+    def spent(self, key_id: str, *, budget: int, spent: int) -> None:
+        """Budget and spend as a reservation just saw them, kept when they change whether the
+        key has anything left (the only use of the copy's numbers)."""
+        entry = self._entries.get(key_id)
+        if entry is not None and (entry.key.remaining > 0) != (budget > spent):
+            key = dataclasses.replace(entry.key, budget=budget, spent=spent)
+            self._entries[key_id] = dataclasses.replace(entry, key=key)
 
     async def _read(self, api_key: str, key_id: str, digest: str) -> ApiKey | None:
         key, _ = await self._store.authenticate(api_key)

@@ -133,6 +133,7 @@ async def classify(
         poison = await services.detection.gate(key.key_id, key.detection)
     else:
         raise _accounting_problem(Settlement.NOT_CHARGED)
+    services.key_cache.spent(key.key_id, budget=reservation.budget, spent=reservation.spent)
     metrics.budget_remaining.labels(key.key_id).set(reservation.remaining)
     if reservation.status not in (ReserveStatus.OK, ReserveStatus.TAKEOVER):
         return _not_reserved(reservation, key, n, services)
@@ -210,9 +211,7 @@ async def _answer(
 
 async def _refuse_when_spent(key: ApiKey, services: Services, idempotency_key: str | None) -> None:
     """429 before the body is read when the key has nothing left, so a spent key cannot make
-    the server decode bodies at will (for longer than the key copy's few seconds: a copy that
-    still shows budget lets the reserve script refuse after decoding). A retry of a finished
-    request still gets its replay."""
+    the server decode bodies at will. A retry of a finished request still gets its replay."""
     if key.remaining > 0:
         return
     if idempotency_key and await services.ledger.has_record(key.key_id, idempotency_key):
