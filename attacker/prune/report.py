@@ -108,11 +108,12 @@ def _markdown(report: dict[str, Any]) -> str:
     s = report["settings"]
     summary = report["summary"]
     lines = [
-        f"# Lottery-ticket pruning of `{report['run_dir']}`",
+        f"# Iterative magnitude pruning of `{report['run_dir']}`",
         "",
         f"- Student: `{report['student']}`; start weights: **{s['start']}**; "
         + REWIND_TEXT[s.get("rewind", "weights")].format(step=report["rewind_taken_at"]),
-        f"- {s['rounds']} rounds pruning {report.get('round_rate', s['rate']):.1%} of the "
+        f"- {s['rounds']} round{'' if s['rounds'] == 1 else 's'} pruning "
+        f"{report.get('round_rate', s['rate']):.1%} of the "
         f"surviving conv/linear weights each (global magnitude), "
         + ("the run's recipe" if s["epochs"] is None else f"{s['epochs']} epochs")
         + f" per round ({report['train']['steps']} steps, lr {report['train']['lr']}, "
