@@ -33,25 +33,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, git_commit, write_result
 
 from vidsteal.processes import REPO, VictimProcess, start_redis, start_victim
+from vidsteal.scoreboard.runs import create_key
 
 RECIPE = REPO / "examples" / "blackbox_affine.yaml"
 SEED_RECORD = "bench_seed.json"
 GOAL = ">= 80% sparsity within 2 points of the dense student's top-1 agreement"
-
-
-def _key(url: str, admin: str, **plan: Any) -> str:
-    response = httpx.post(
-        f"{url}/admin/keys", json=plan, headers={"Authorization": f"Bearer {admin}"}, timeout=30
-    )
-    response.raise_for_status()
-    key: str = response.json()["api_key"]
-    return key
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -266,8 +256,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 url = rng.url()
                 job["overrides"] = {
                     "victim.url": url,
-                    "victim.api_key": _key(url, rng.admin, budget=args.budget + 10, output="probs"),
-                    "victim.eval_api_key": _key(url, rng.admin, budget=1010, output="label"),
+                    "victim.api_key": create_key(
+                        url, rng.admin, budget=args.budget + 10, output="probs"
+                    ),
+                    "victim.eval_api_key": create_key(url, rng.admin, budget=1010, output="label"),
                     "budget": args.budget,
                     "seed": seed,
                     "redis_url": rng.redis.url,

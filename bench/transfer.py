@@ -36,13 +36,12 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_compl
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_result
 from extraction import ATTACKS, EVAL_SOURCE, STUDENT, attack_config, run_job
 
 from vidsteal.processes import REPO, start_redis, start_victim
+from vidsteal.scoreboard.runs import create_key
 
 # The clone: queries drawn from the victim's own distribution (SynthActions seed 777, never
 # used for evaluation or as starting clips), answered with probabilities, KL at T=4 plus the
@@ -57,15 +56,6 @@ CLONE_SPEC: dict[str, Any] = {
     "train": {**ATTACKS["grey-box-5pct-labelled"]["train"]},
 }
 GOAL = "transfer rate >= 3x the random-noise control at the same eps, clone agreement >= 0.85"
-
-
-def _key(url: str, admin: str, **plan: Any) -> str:
-    response = httpx.post(
-        f"{url}/admin/keys", json=plan, headers={"Authorization": f"Bearer {admin}"}, timeout=30
-    )
-    response.raise_for_status()
-    key: str = response.json()["api_key"]
-    return key
 
 
 def clone_dir(work: Path, seed: int, budget: int) -> Path:
@@ -93,8 +83,8 @@ def make_clones(
             spec,
             seed=seed,
             url=url,
-            key=_key(url, admin, budget=args.budget + 10, output="probs"),
-            eval_key=_key(url, admin, budget=1100, output="label"),
+            key=create_key(url, admin, budget=args.budget + 10, output="probs"),
+            eval_key=create_key(url, admin, budget=1100, output="label"),
             redis_url=redis_url,
             out=args.work,
             scale=1.0,
@@ -138,7 +128,7 @@ def run_transfer(
     each, sized exactly); returns the per-frame transfer.json with the others' results added."""
     merged: dict[str, Any] = {}
     for perturbation, eps_values in plan(args):
-        key = _key(url, admin, budget=args.n * (1 + 2 * len(eps_values)), output="probs")
+        key = create_key(url, admin, budget=args.n * (1 + 2 * len(eps_values)), output="probs")
         out = run / "transfer_attack"
         if perturbation != "per-frame":
             out = out / perturbation
@@ -200,7 +190,7 @@ async def white_box(args: argparse.Namespace, url: str, admin: str) -> dict[str,
         with torch.inference_mode():
             direct = model(preprocess(adversarial, spec)).argmax(1).numpy()
         crafted.append((options, adversarial, direct, time.perf_counter() - started))
-    key = _key(url, admin, budget=args.n * (1 + len(settings)), output="probs")
+    key = create_key(url, admin, budget=args.n * (1 + len(settings)), output="probs")
     async with VictimClient(url, key) as client:
         info = await client.model_info()
         batch = np.concatenate([start.clips, *(a for _, a, _, _ in crafted)])
