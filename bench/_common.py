@@ -6,6 +6,7 @@ import json
 import platform
 import statistics
 import subprocess
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,39 @@ def git_commit() -> str:
         return "unknown"
 
 
+def host_speed(repeats: int = 5) -> dict[str, float]:
+    """Milliseconds (best of ``repeats``) for two fixed single-thread workloads: a pure-Python
+    loop and a 256x256 float32 matrix product chain. The host's speed varies by about 3x from
+    hour to hour on the shared machine these benches run on, so absolute times from different
+    results files are only comparable next to this reference, taken when each file is written."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((256, 256), dtype=np.float32)
+
+    def python_loop() -> None:
+        total = 0
+        for i in range(200_000):
+            total += i * i
+        if total < 0:
+            raise AssertionError
+
+    def matmul() -> None:
+        b = a
+        for _ in range(8):
+            b = (a @ b) * 0.01
+
+    best: dict[str, float] = {}
+    for label, work in (("python_loop_ms", python_loop), ("numpy_matmul_ms", matmul)):
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            work()
+            times.append((time.perf_counter() - start) * 1000)
+        best[label] = round(min(times), 3)
+    return best
+
+
 def write_result(name: str, data: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
@@ -35,6 +69,7 @@ def write_result(name: str, data: dict[str, Any]) -> Path:
         "git_commit": git_commit(),
         "machine": platform.machine(),
         "cpus": __import__("os").cpu_count(),
+        "host_speed": host_speed(),
         **data,
     }
     path.write_text(json.dumps(payload, indent=2) + "\n")
