@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import io
 import json
 import math
@@ -220,23 +221,40 @@ def decode_npy(data: bytes, *, limits: ClipLimits) -> np.ndarray:
 
 
 def _read_npy_header(stream: io.BytesIO) -> tuple[tuple[int, ...], bool]:
+    """(shape, Fortran order) of the header at the stream's position; the stream is left at
+    the payload. Parsed with numpy's own reader, once per distinct header: clients send the same
+    few shapes, and the parse (an ``ast.literal_eval``) was most of a one-clip decode."""
     try:
         version = np.lib.format.read_magic(stream)
     except ValueError as exc:
         raise ClipDecodeError(f"not a .npy payload: {exc}", status=400) from None
+    if version not in _NPY_LENGTH_BYTES:
+        raise ClipDecodeError(
+            f".npy format version {version[0]}.{version[1]} is not supported (use 1.0 or 2.0)",
+            status=400,
+        )
+    length = stream.read(_NPY_LENGTH_BYTES[version])
+    size = int.from_bytes(length, "little")
+    if size > _NPY_MAX_HEADER_BYTES:  # numpy refuses it; not worth a cache entry
+        return _parse_npy_header.__wrapped__(version, length + stream.read(size))
+    return _parse_npy_header(version, length + stream.read(size))
+
+
+_NPY_LENGTH_BYTES = {(1, 0): 2, (2, 0): 4}  # size of the header-length field per version
+_NPY_MAX_HEADER_BYTES = 10_000  # numpy's own default limit (read_array_header_*)
+
+
+@functools.lru_cache(maxsize=32)
+def _parse_npy_header(version: tuple[int, int], header: bytes) -> tuple[tuple[int, ...], bool]:
+    """``header``: the length field and the text after the magic string."""
+    read = (
+        np.lib.format.read_array_header_1_0
+        if version == (1, 0)
+        else np.lib.format.read_array_header_2_0
+    )
     try:
-        if version == (1, 0):
-            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(stream)
-        elif version == (2, 0):
-            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(stream)
-        else:
-            raise ClipDecodeError(
-                f".npy format version {version[0]}.{version[1]} is not supported (use 1.0 or 2.0)",
-                status=400,
-            )
+        shape, fortran_order, dtype = read(io.BytesIO(header))
     except (ValueError, SyntaxError, TypeError) as exc:
-        if isinstance(exc, ClipDecodeError):
-            raise
         raise ClipDecodeError(f"unparseable .npy header: {exc}", status=400) from None
     if dtype.hasobject:
         raise ClipDecodeError(

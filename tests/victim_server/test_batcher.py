@@ -104,3 +104,35 @@ async def test_a_batch_waits_for_an_announced_request_and_not_for_nobody() -> No
         np.testing.assert_array_equal(await asyncio.wait_for(pending, timeout=4.0), _req(1, 10))
     finally:
         batcher.stop()
+
+
+async def test_a_batch_waits_for_the_clients_that_kept_the_server_busy() -> None:
+    """Three requests were in the server when a forward pass ended: the next batch waits (at
+    most max_wait) for a third before it runs, though nobody has announced one; a request that
+    announces itself and gives up lowers that expectation."""
+    gate = threading.Event()
+    recorder = _Recorder(gate=gate)
+    batcher = MicroBatcher(recorder, max_batch_clips=8, max_wait_s=5.0, max_queue_clips=100)
+    batcher.start()
+    try:
+        first = [asyncio.ensure_future(batcher.submit(_req(1, 0)))]
+        await asyncio.sleep(0.2)  # in the (held) model; two more queue behind it
+        first += [asyncio.ensure_future(batcher.submit(_req(1, i))) for i in (1, 2)]
+        await asyncio.sleep(0.1)
+        gate.set()
+        await first[0]
+        await asyncio.sleep(0.3)
+        assert not first[1].done() and not first[2].done()  # held for a third
+        third = await batcher.submit(_req(1, 5))
+        np.testing.assert_array_equal(third, _req(1, 10))
+        await asyncio.gather(*first)
+        assert recorder.batches == [[1], [1, 1, 1]]
+
+        pair = [asyncio.ensure_future(batcher.submit(_req(1, i))) for i in range(2)]
+        await asyncio.sleep(0.3)
+        assert not any(p.done() for p in pair)  # three expected again
+        batcher.arriving().close()  # an announced request gave up: two are enough
+        await asyncio.wait_for(asyncio.gather(*pair), timeout=4.0)
+        assert recorder.batches[-1] == [1, 1]
+    finally:
+        batcher.stop()

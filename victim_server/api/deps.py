@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -12,30 +11,26 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from shared.problems import ProblemType
 from victim_server.accounting.keys import ApiKey
 from victim_server.api.problems import problem
-from victim_server.inference.batcher import Arrival
 from victim_server.services import Services
 
 _bearer = HTTPBearer(auto_error=False, description="API key, or the admin token on /admin")
 _BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+# The security requirement FastAPI writes for a route that depends on ``_bearer`` (for routes
+# that read credentials themselves: victim_server/api/direct.py).
+BEARER_SECURITY: dict[str, list[str]] = {_bearer.scheme_name: []}
 
 
-async def get_services(request: Request) -> Services:
-    # async: FastAPI runs a plain-def dependency in a worker thread (a thread hop per request)
+def services_of(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
 
+async def get_services(request: Request) -> Services:
+    # async: FastAPI runs a plain-def dependency in a worker thread (a thread hop per request)
+    return services_of(request)
+
+
 ServicesDep = Annotated[Services, Depends(get_services)]
-
-
-async def announce_arrival(services: ServicesDep) -> AsyncIterator[Arrival]:
-    """Tells the micro-batcher a request is on its way (closed when it is queued or ends), so
-    a batch being formed waits for it instead of running without it."""
-    with services.batcher.arriving() as arrival:
-        yield arrival
-
-
-ArrivalDep = Annotated[Arrival, Depends(announce_arrival)]
 CredentialsDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
@@ -47,13 +42,9 @@ async def get_api_key(
     return usable_key(request, services, key[0])
 
 
-async def get_cached_api_key(
-    request: Request, services: ServicesDep, credentials: CredentialsDep
-) -> ApiKey:
-    """The key's record, a per-process copy a few seconds old at most: for routes whose charge
-    goes through the reserve script, which refuses a copy older than the record's revision."""
-    key = await services.key_cache.authenticate(_secret(services, credentials))
-    return usable_key(request, services, key)
+async def api_key_secret(request: Request, services: Services) -> str:
+    """The bearer API key the request carries, or the 401 problem (as ``get_api_key``)."""
+    return _secret(services, await _bearer(request))
 
 
 def _secret(services: Services, credentials: HTTPAuthorizationCredentials | None) -> str:
@@ -80,7 +71,6 @@ def usable_key(request: Request, services: Services, key: ApiKey | None) -> ApiK
 
 
 ApiKeyDep = Annotated[ApiKey, Depends(get_api_key)]
-CachedApiKeyDep = Annotated[ApiKey, Depends(get_cached_api_key)]
 
 
 async def require_admin(services: ServicesDep, credentials: CredentialsDep) -> None:
