@@ -105,6 +105,9 @@ class TrainSection(_Strict):
     # auto: bfloat16 autocast where the hardware has bf16 units (AMX / AVX512-BF16 CPUs, CUDA),
     # float32 elsewhere.
     precision: Literal["auto", "bf16", "fp32"] = "auto"
+    # Mixup of queried clips: each batch mixed with a shuffled copy of itself, lam ~ Beta(alpha,
+    # alpha), the loss mixed the same way (attacker/train/mixup.py). 0 turns it off.
+    mixup: Annotated[float, Field(ge=0)] = 0.0
 
     @model_validator(mode="after")
     def _one_temperature(self) -> TrainSection:

@@ -51,6 +51,8 @@ p.add_argument("--nat-frac", type=float, default=0.05)
 p.add_argument("--tlw", type=float, default=0.0)
 p.add_argument("--tag", default="")
 p.add_argument("--amp", action="store_true")
+p.add_argument("--mixup", type=float, default=0.0)  # Beta(alpha, alpha) mixing of clips and targets
+p.add_argument("--final-epochs", type=float, default=0.0)  # extra passes over the whole set at the last point
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 torch.manual_seed(a.seed)
@@ -162,6 +164,7 @@ def loss_fn(out, tb, yb, trueb):
 
 student = new_student()
 ema = None
+ema_step = 0
 res = []
 t0 = time.time()
 total_steps = 0
@@ -175,6 +178,8 @@ for point in a.points:
         a.min_steps,
         math.ceil(a.epochs_per_point * ((n - prev) if a.incremental and not a.fresh else n) / a.bs),
     )
+    if point == a.points[-1]:
+        steps += math.ceil(a.final_epochs * n / a.bs)
     prev = n
     opt = torch.optim.AdamW(groups(student), lr=a.lr)
     if a.ema and ema is None:
@@ -192,17 +197,25 @@ for point in a.points:
         idx = rng.integers(0, n, a.bs)
         x = student_preprocess(clips[idx], prep)
         x = augment(x)
+        tb, yb = tgt[idx], label[idx]
+        if a.mixup > 0:
+            lam = float(rng.beta(a.mixup, a.mixup))
+            perm = torch.randperm(len(idx))
+            x = lam * x + (1 - lam) * x[perm]
+            tb = lam * tb + (1 - lam) * tb[perm]
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.amp):
             out = student(x).float()
-        loss = loss_fn(out, tgt[idx], label[idx], torch.from_numpy(true[idx]))
+        loss = loss_fn(out, tb, yb, torch.from_numpy(true[idx]))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 2.0)
         opt.step()
         if ema is not None:
             with torch.no_grad():
+                ema_step += 1
+                decay = min(a.ema, (1 + ema_step) / (10 + ema_step))
                 for pe, ps in zip(ema.parameters(), student.parameters(), strict=True):
-                    pe.lerp_(ps, 1 - a.ema)
+                    pe.lerp_(ps, 1 - decay)
                 for be, bs_ in zip(ema.buffers(), student.buffers(), strict=True):
                     be.copy_(bs_)
     total_steps += steps

@@ -111,6 +111,7 @@ def point_settings(config: AttackConfig, steps: int) -> TrainSettings:
         warmup_steps=min(t.warmup_steps, max(1, steps // 5)),
         seed=config.seed,
         precision=t.precision,
+        mixup=t.mixup,
     )
 
 

@@ -25,6 +25,7 @@ from attacker.data.dataset import TransferBatch
 from attacker.students import StudentModel, student_preprocess
 from attacker.train.distributed import DistributedContext
 from attacker.train.losses import LossFn, targets_from_results
+from attacker.train.mixup import mix_batch, mixed_loss
 from shared.schemas import OutputMode
 
 
@@ -41,6 +42,7 @@ class TrainSettings:
     seed: int = 0
     steps: int | None = None  # optimiser steps of this call (default: epochs x batches)
     precision: str = "auto"  # auto | bf16 | fp32: see ``autocast_dtype``
+    mixup: float = 0.0  # Beta(alpha, alpha) mixup of each batch's clips (0: off); see mixup.py
 
 
 @dataclass
@@ -224,9 +226,18 @@ def train_student(
             targets = targets_from_results(
                 batch.results, config.num_classes, mode, batch.true_labels
             )
+            mixed = (
+                mix_batch(x, settings.mixup, seed=settings.seed, step=step)
+                if settings.mixup > 0
+                else None
+            )
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                logits = net(x)
-            parts = loss_fn(logits.float(), targets)
+                logits = net(x if mixed is None else mixed.clips)
+            parts = (
+                loss_fn(logits.float(), targets)
+                if mixed is None
+                else mixed_loss(loss_fn, logits.float(), targets, mixed)
+            )
             optimizer.zero_grad(set_to_none=True)
             parts.total.backward()
             nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)

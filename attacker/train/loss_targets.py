@@ -134,6 +134,22 @@ class DistillTargets:
             return torch.zeros_like(self.label, dtype=torch.bool)
         return self.true_label >= 0
 
+    def take(self, index: Tensor) -> DistillTargets:
+        """The targets of clips ``index`` (a (B',) int64 tensor), in that order."""
+
+        def pick(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t[index.to(t.device)]
+
+        return replace(
+            self,
+            probs=pick(self.probs),
+            logits=pick(self.logits),
+            topk_index=pick(self.topk_index),
+            topk_score=pick(self.topk_score),
+            label=self.label[index.to(self.label.device)],
+            true_label=pick(self.true_label),
+        )
+
     def to(self, device: torch.device | str) -> DistillTargets:
         """The same targets on ``device`` (no copy for tensors already there)."""
 

@@ -104,6 +104,25 @@ def test_every_loss_trains_a_student(
     assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters(), strict=True))
 
 
+@pytest.mark.parametrize("mode", [OutputMode.PROBS, OutputMode.TOPK, OutputMode.LABEL])
+def test_mixup_trains_and_changes_what_is_learnt(mode: OutputMode, tmp_path: Path) -> None:
+    transfer = _transfer(tmp_path, mode)
+    loss = build_loss("auto", mode)
+    trained = []
+    for alpha in (0.0, 0.4):
+        student = _student()
+        result = train_student(
+            student,
+            transfer,
+            loss,
+            TrainSettings(epochs=2, batch_size=16, warmup_steps=1, mixup=alpha),
+            show_progress=False,
+        )
+        assert result.steps == 6 and all(np.isfinite(h["loss"]) for h in result.history)
+        trained.append([p.detach().clone() for p in student.parameters()])
+    assert any(not torch.equal(a, b) for a, b in zip(*trained, strict=True))
+
+
 def test_checkpoint_resumes_where_it_stopped(tmp_path: Path) -> None:
     transfer = _transfer(tmp_path / "t", OutputMode.PROBS)
     checkpoint = tmp_path / "ckpt.pt"
