@@ -85,8 +85,9 @@ class Settings(BaseSettings):
     )
 
     max_batch_clips: int = Field(default=64, ge=1)
-    # The longest a micro-batch waits for requests that announced themselves (being decoded and
-    # charged); with none on the way it runs at once (victim_server/inference/batcher.py).
+    # The longest a micro-batch waits for company: requests that announced themselves (being
+    # decoded and charged), and as many requests as were in the server when the last forward pass
+    # ended; with none of either expected it runs at once (victim_server/inference/batcher.py).
     max_wait_ms: float = Field(default=20.0, ge=0.0)
     max_queue_clips: int = Field(default=1024, ge=1)
     max_clips_per_request: int = Field(default=256, ge=1)
