@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing
 import os
 import secrets
@@ -192,6 +193,14 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return summary
 
 
+def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``train`` fields every attack of this run takes from the command line."""
+    overrides: dict[str, Any] = json.loads(args.train) if args.train else {}
+    if args.epochs:
+        overrides["epochs"] = args.epochs
+    return overrides
+
+
 def main(args: argparse.Namespace) -> dict[str, Any]:
     admin = secrets.token_hex(16)
     env: dict[str, str] = {}
@@ -238,7 +247,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                         redis_url=redis.url,
                         out=tmp / "runs",
                         scale=args.scale,
-                        overrides={"epochs": args.epochs} if args.epochs else None,
+                        overrides=train_overrides(args) or None,
                     )
                     jobs.append({"attack": name, "seed": seed, "spec": spec, "config": config})
             context = multiprocessing.get_context("spawn")
@@ -266,11 +275,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             "source": spec.get("source"),
             "datafree": spec.get("datafree"),
             "budget": round(spec["budget"] * args.scale),
-            "train": {
-                **TRAIN,
-                **spec.get("train", {}),
-                **({"epochs": args.epochs} if args.epochs else {}),
-            },
+            "train": {**TRAIN, **spec.get("train", {}), **train_overrides(args)},
             "peer": spec.get("peer"),
             "select": spec.get("select"),
             "points": summarise(mine),
@@ -346,6 +351,9 @@ if __name__ == "__main__":
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every budget")
     parser.add_argument("--results", default="extraction", help="results file name")
     parser.add_argument("--epochs", type=float, help="override train.epochs (smoke tests)")
+    parser.add_argument(
+        "--train", help="JSON merged into every attack's train section, e.g. '{\"mixup\": 0.4}'"
+    )
     parser.add_argument("--victim-model", help="serve this model instead of the embedded one")
     parser.add_argument("--victim-weights", help="its local weights file")
     parser.add_argument("--victim-input", help="its input spec, e.g. 16x32x32")
