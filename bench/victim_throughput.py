@@ -282,7 +282,7 @@ async def main(runs: int, requests_1: int, requests_32: int) -> dict[str, Any]:
             tmp,
             "batched",
             admin,
-            {"VIDSTEAL_MAX_BATCH_CLIPS": "64"},  # the default wait (20 ms, announced requests)
+            {"VIDSTEAL_MAX_BATCH_CLIPS": "64"},  # default wait: 20 ms (announced + expected)
         )
         unbatched = start(
             redis.url,
