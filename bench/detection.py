@@ -12,11 +12,12 @@ encoder is trained on seed 6150 and calibrated on 6151).
 The victim app runs in process with its real Redis-backed detectors. The model answers each batch
 of 10 once (``services.batcher``, the request path's forward pass: logits and features); then every
 detector (``prada`` on the victim's features, ``prada_stats`` on the naturalness statistics,
-``ood``, ``seat`` on near pairs in the SEAT encoder's space) observes that batch under its own key
-through ``services.detection.observe``, as ``/v1/classify`` does after charging. So all detectors
-are judged on identical streams at one model cost. Per stream and detector: the first alarm (PRADA
-also at delta 0.90 / 0.95 from its W trajectory), the last statistic, and false alarms for the
-benign streams. Agreement at the first alarm is the scoreboard's (issue 12.3), not measured here.
+``ood``, ``seat`` on near pairs and known attack patterns in the SEAT encoder's space) observes
+that batch under its own key through ``services.detection.observe``, as ``/v1/classify`` does
+after charging. So all detectors are judged on identical streams at one model cost. Per stream
+and detector: the first alarm (PRADA also at delta 0.90 / 0.95 from its W trajectory), the last
+statistic, and false alarms for the benign streams. Agreement at the first alarm is the
+scoreboard's (issue 12.3), not measured here.
 
 Run: nice -n 10 .venv/bin/python bench/detection.py [--budget 1000] [--benign 10000]
 """

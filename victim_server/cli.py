@@ -219,6 +219,59 @@ def train_detector_command(
     )
 
 
+@app.command("build-seat-patterns")
+def build_seat_patterns_command(
+    weights: Annotated[
+        Path | None, typer.Option(help="SEAT encoder weights (default: the committed ones).")
+    ] = None,
+    per_family: Annotated[int, typer.Option(min=3, help="Patterns per attack family.")] = 80,
+    references: Annotated[int, typer.Option(min=3, help="Benign reference clips.")] = 400,
+    calibration_clips: Annotated[
+        int, typer.Option(min=200, help="Benign clips of the pattern calibration seed (6152).")
+    ] = 3000,
+    evaluation_clips: Annotated[
+        int, typer.Option(min=1, help="Fresh clips per family for the recorded evaluation.")
+    ] = 128,
+    threads: Annotated[int, typer.Option(min=1, help="Torch threads.")] = 1,
+) -> None:
+    """Build SEAT's bank of known attack patterns (generic query families embedded with the
+    encoder, beside benign references), calibrate its threshold on an unseen benign seed, and
+    refit the detector's CUSUM on the combined flag rate (written into the encoder's .json)."""
+    import torch
+
+    from victim_server.detection.base import DetectorUnavailable
+    from victim_server.detection.seat_encoder import SEAT_WEIGHTS
+    from victim_server.detection.seat_patterns import patterns_path
+    from victim_server.detection.seat_patterns_build import PatternBuildConfig, build_patterns
+
+    target = weights or SEAT_WEIGHTS
+    torch.set_num_threads(threads)
+    config = PatternBuildConfig(
+        per_family=per_family,
+        references=references,
+        calibration_clips=calibration_clips,
+        evaluation_clips=evaluation_clips,
+    )
+    try:
+        bank, calibration = build_patterns(config, weights=target)
+    except (DetectorUnavailable, ValueError) as exc:
+        _fail(str(exc))
+        return
+    typer.echo(
+        json.dumps(
+            {
+                "wrote": str(patterns_path(target)),
+                "patterns": len(bank.patterns),
+                "references": len(bank.references),
+                "threshold": round(bank.threshold, 4),
+                "benign_rate": round(calibration.benign_rate, 4),
+                "attack_rate": calibration.attack_rate,
+                "evaluation": bank.record["evaluation"],
+            }
+        )
+    )
+
+
 @app.command("convert-movinet")
 def convert_movinet_command(
     src: Annotated[Path, typer.Argument(help="TF checkpoint (prefix, dir) or .npz export.")],

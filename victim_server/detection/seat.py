@@ -1,4 +1,4 @@
-"""SEAT as a detector plug-in (``seat``): near-duplicate queries in a learned similarity space.
+"""SEAT as a detector plug-in (``seat``): queries near each other or near known attack patterns.
 
 After Zhang, Chen and Wagner, "SEAT: Similarity Encoder by Adversarial Training for Detecting
 Model Extraction Attack Queries" (AISec 2021): an encoder trained so that augmented copies of
@@ -6,24 +6,33 @@ benign clips land close (``seat_encoder.py``, trained by ``python -m victim_serv
 train-detector``) maps every query to a unit vector; an account whose queries keep falling near
 its own earlier queries is extracting. Benign users rarely send two clips that close; extraction
 streams do (perturbed copies of seeds, overlapping windows of one video, one image moved about,
-out-of-distribution inputs that the encoder collapses together).
+out-of-distribution inputs that the encoder collapses together), or whose queries keep falling
+near known attack patterns (``seat_patterns``: a bank of embedded clips of generic extraction
+query families, noise, affine-warped images, shuffled frames, beside benign references).
 
 Per key, a ring of the last :data:`RING` query embeddings is kept in Redis. Each new clip is
 compared with the ring (and the clips before it in its request), and the number of near pairs
 (within the calibrated distance ``threshold``) is counted. A clip is *flagged* when at least
 ``neighbours`` (2) earlier queries lie that near: one near copy is what a user who uploads two
 windows of one video sends (on the benign video-folder stream, 21% of clips have one near
-neighbour, 1.5% have two); extraction streams send many. A Bernoulli CUSUM of the flags (the OOD
-monitor's test, ``shared.detection.ood``) alarms when the key's flag rate has shifted from the
-benign rate to the attack rate. The threshold is the 1% quantile of the distance to the second
+neighbour, 1.5% have two); extraction streams send many. A clip is also flagged when it lies
+near a known attack pattern (``PatternBank.flags``: nearer the bank's attack patterns than its
+benign references, by a calibrated ratio); distinct synthetic clips (stacked affine images, each
+one new) have no near copies but land there. A Bernoulli CUSUM of the flags (the OOD monitor's
+test, ``shared.detection.ood``) alarms when the key's flag rate has shifted from the benign rate
+to the attack rate. The near-pair threshold is the 1% quantile of the distance to the second
 nearest earlier query in benign same-class sessions on a SynthActions seed the encoder never saw
-(``seat_train.calibrate_seat``), so benign queries are flagged about 1% of the time.
+(``seat_train.calibrate_seat``), so benign queries are flagged about 1% of the time; the pattern
+threshold flags about 0.2% of benign clips, and the CUSUM is fitted on the combined rate
+(``seat_patterns_build``). Without its bank (missing, corrupt, or built with another encoder)
+the detector logs a warning once and runs the near-copy half alone.
 
 Cost per clip is bounded whatever the history: one encoder pass, one read of the ring
 (:data:`RING` x 64 float32 = 256 KiB per key, the memory bound) and a distance to each of its
-members, one Redis script. Layout::
+members, one distance to each of the bank's few hundred vectors, one Redis script. Layout::
 
-    vs:{key_id}:det:seat        hash: statistic, queries, flagged, pairs, alarm_query, alarm_at
+    vs:{key_id}:det:seat        hash: statistic, queries, flagged, pairs, near_pattern,
+                                alarm_query, alarm_at
     vs:{key_id}:det:seat:ring   float32 bytes: the last RING embeddings, slot = query % RING
 
 The script writes the request's embeddings at their slots and runs the CUSUM atomically; two
@@ -34,6 +43,7 @@ missed: detection fails open, never double counts).
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -47,9 +57,17 @@ from shared.detection.ood import OodCalibration
 from victim_server.accounting import keyspace
 from victim_server.detection.base import DetectorUnavailable, Observation, Verdict
 from victim_server.detection.ood import CUSUM_SCRIPT, cusum_result, cusum_status, now_iso
-from victim_server.detection.seat_encoder import SeatModel, load_seat_model
+from victim_server.detection.seat_encoder import SEAT_WEIGHTS, SeatModel, load_seat_model
+from victim_server.detection.seat_patterns import (
+    PatternBank,
+    PatternBankError,
+    load_patterns,
+    patterns_path,
+)
 
 __all__ = ["NEIGHBOURS", "RING", "SeatCalibration", "SeatDetector", "kth_nearest", "load_seat"]
+
+log = logging.getLogger("vidsteal.victim.detection")
 
 # Recent query embeddings kept per key: the per-clip cost and memory bound.
 RING = 1024
@@ -57,8 +75,9 @@ RING = 1024
 NEIGHBOURS = 2
 
 # ARGV after the CUSUM's five: ring size, bytes per embedding, the request's embeddings
-# (concatenated float32), near pairs in this request. Writes each embedding at slot
-# (queries before it) % ring, then the CUSUM (CUSUM_SCRIPT) updates the hash.
+# (concatenated float32), near pairs in this request, clips near a known attack pattern.
+# Writes each embedding at slot (queries before it) % ring, then the CUSUM (CUSUM_SCRIPT)
+# updates the hash.
 _RING_THEN_CUSUM = (
     """
 local q0 = tonumber(redis.call('HGET', KEYS[1], 'queries') or '0')
@@ -68,6 +87,7 @@ for i = 0, #ARGV[4] - 1 do
   redis.call('SETRANGE', KEYS[2], slot * width, string.sub(blob, i * width + 1, (i + 1) * width))
 end
 redis.call('HINCRBY', KEYS[1], 'pairs', ARGV[9])
+redis.call('HINCRBY', KEYS[1], 'near_pattern', ARGV[10])
 """
     + CUSUM_SCRIPT
 )
@@ -160,19 +180,33 @@ class SeatDetector:
 
     def __init__(self, redis: Redis, *, path: Path | None = None) -> None:
         """``redis`` must return bytes (the ring is binary). The encoder is loaded from ``path``
-        (default: the committed weights) when first needed; if it cannot be, the detector is
-        unavailable and says why."""
+        (default: the committed weights) at construction; if it cannot be, the detector is
+        unavailable and says why. Its attack-pattern bank (``patterns_path(path)``) is loaded
+        with it; without a valid bank the detector logs a warning and flags near copies only
+        (``patterns_why`` says why)."""
         self._redis = redis
         self._script = redis.register_script(_RING_THEN_CUSUM)
         self._why: str | None = None
         self.model: SeatModel | None = None
         self.calibration: SeatCalibration | None = None
+        self.patterns: PatternBank | None = None
+        self.patterns_why: str | None = None
+        weights = path or SEAT_WEIGHTS
         try:
             self.model, self.calibration = load_seat(path)
         except DetectorUnavailable as exc:
             self._why = str(exc)
+            return
         except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
             self._why = f"the SEAT encoder at {path or 'the default path'} cannot be read: {exc}"
+            return
+        try:
+            self.patterns = load_patterns(
+                patterns_path(weights), weights=weights, dim=self.model.encoder.dim
+            )
+        except PatternBankError as exc:
+            self.patterns_why = str(exc)
+            log.warning("seat: near copies only, %s", exc)
 
     def check(self) -> None:
         if self._why is not None:
@@ -192,6 +226,11 @@ class SeatDetector:
         self.check()
         assert self.calibration is not None
         flags, pairs = await self._near(key_id, vectors)
+        near_pattern = 0
+        if self.patterns is not None:
+            on_pattern = self.patterns.flags(vectors)
+            near_pattern = int(on_pattern.sum())
+            flags = [f or bool(p) for f, p in zip(flags, on_pattern, strict=True)]
         up, down = self.calibration.increments
         raw = await self._script(
             keys=self._names(key_id),
@@ -205,6 +244,7 @@ class SeatDetector:
                 vectors.shape[1] * 4,
                 vectors.astype(np.float32).tobytes(),
                 pairs,
+                near_pattern,
             ],
         )
         return cusum_result(raw)
