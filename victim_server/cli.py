@@ -178,7 +178,8 @@ def train_detector_command(
     ] = False,
 ) -> None:
     """Train the SEAT similarity encoder (detector 'seat') on benign SynthActions, contrastively,
-    and calibrate its near-pair threshold on an unseen seed."""
+    and calibrate its near-pair threshold on an unseen seed. Then run build-seat-patterns: the
+    attack-pattern bank is tied to these weights, and it refits the CUSUM on both halves."""
     import torch
 
     from victim_server.detection.base import DetectorUnavailable
