@@ -52,7 +52,8 @@ p.add_argument("--tlw", type=float, default=0.0)
 p.add_argument("--tag", default="")
 p.add_argument("--amp", action="store_true")
 p.add_argument("--mixup", type=float, default=0.0)  # Beta(alpha, alpha) mixing of clips and targets
-p.add_argument("--final-epochs", type=float, default=0.0)  # extra passes over the whole set at the last point
+# extra passes over the whole set at the last point
+p.add_argument("--final-epochs", type=float, default=0.0)
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 torch.manual_seed(a.seed)

@@ -281,7 +281,12 @@ def calibrate_seat(
         nearest,
         quantile=quantile,
         ring=ring,
-        source={"data": "synthactions", "seed": seed, "benign_clips": clips, "order": "sessions 1-8"},
+        source={
+            "data": "synthactions",
+            "seed": seed,
+            "benign_clips": clips,
+            "order": "sessions 1-8",
+        },
     )
     threshold = calibration.threshold
     return calibration.with_source(
