@@ -12,8 +12,12 @@ For histories of 10, 1,000 and 10,000 earlier queries, the p50 time of one more 
 * ``ood``: the OOD monitor's CUSUM script (one Redis call; no per-process state).
 * ``seat``: the SEAT detector (committed encoder): ``state`` is the per-key update for clips
   already embedded (read the key's ring of 1,024 embeddings, distances, one Redis script);
-  ``with_encoder`` adds the encoder's pass over the clip (SynthActions 16x32x32 clips), which
-  unlike PRADA's features does not come with the victim's forward pass.
+  ``with_encoder`` adds the encoder's pass over the request's clips (SynthActions 16x32x32
+  clips), the detector's own pass when it is driven alone. Served, the encoder runs once over
+  the inference micro-batch instead (as PRADA's features come with the forward pass):
+  ``seat_encoder_per_clip`` is the encoder's CPU per clip at the micro-batch sizes the server
+  forms (1-clip requests; about 5 clips at concurrency 8, up to 32 under load), so a served
+  1-clip request of a seat key costs ``state`` + the encoder at its batch's size.
 
 Each query is one request of one clip (the worst case per clip); ``batch10_per_clip`` is the
 store's time per clip for requests of 10 clips. Store costs are CPU time per clip (this
@@ -49,12 +53,14 @@ from victim_server.detection.base import Observation
 from victim_server.detection.ood import OodDetector
 from victim_server.detection.registry import FEATURE_SET_BOUND, STATISTICS_SET_BOUND
 from victim_server.detection.seat import RING, SeatDetector
+from victim_server.detection.seat_encoder import load_seat_model
 from victim_server.detection.store import PradaStore
 from vidsteal.processes import start_redis
 
 CLASSES, LEVELS = 16, 20
 HISTORIES = (10, 1_000, 10_000)
 SAMPLES = 200
+ENCODER_BATCHES = (1, 4, 8, 32)  # clips per inference micro-batch
 PRADA_KINDS = {
     "prada": {"dim": 256, "max_set": FEATURE_SET_BOUND, "grid": False},
     "prada_stats": {"dim": 7, "max_set": STATISTICS_SET_BOUND, "grid": True},
@@ -217,12 +223,37 @@ async def seat_cost(redis: Redis, history: int, clips: np.ndarray) -> dict[str, 
     }
 
 
+def encoder_cost(clips: np.ndarray) -> dict[str, dict[str, float]]:
+    """The SEAT encoder's CPU (and wall) per clip for one pass over a micro-batch of each size
+    (``SeatModel.embed``, what the model thread runs after the forward), p50 over passes."""
+    model = load_seat_model()
+    model.embed(clips[:8])  # warm up
+    rows = {}
+    for size in ENCODER_BATCHES:
+        wall, cpu = [], []
+        for i in range(max(20, SAMPLES // size)):
+            batch = np.take(clips, np.arange(i * size, (i + 1) * size), axis=0, mode="wrap")
+            started, cpu_started = time.perf_counter(), time.process_time()
+            model.embed(batch)
+            wall.append((time.perf_counter() - started) / size)
+            cpu.append((time.process_time() - cpu_started) / size)
+        rows[str(size)] = {
+            "cpu_p50_ms": round(median(cpu) * 1e3, 4),
+            "cpu_p95_ms": round(percentile(cpu, 0.95) * 1e3, 4),
+            "wall_p50_ms": round(median(wall) * 1e3, 4),
+        }
+        print("seat encoder batch", size, rows[str(size)], flush=True)
+    return rows
+
+
 def _observation(clips: np.ndarray) -> Observation:
     return Observation(clips, np.zeros((len(clips), CLASSES), np.float32), None)
 
 
 async def main() -> dict[str, Any]:
     rows: dict[str, Any] = {kind: {} for kind in (*PRADA_KINDS, "ood", "seat")}
+    clips, _ = SynthActions(seed=4711).batch(0, 100)
+    encoder = encoder_cost(clips)
     with tempfile.TemporaryDirectory() as tmp:
         redis_process = start_redis(Path(tmp) / "redis")
         redis = Redis.from_url(redis_process.url, decode_responses=False)
@@ -239,7 +270,6 @@ async def main() -> dict[str, Any]:
             for history in HISTORIES:
                 rows["ood"][str(history)] = await ood_cost(redis, history)
                 print("ood", history, rows["ood"][str(history)], flush=True)
-            clips, _ = SynthActions(seed=4711).batch(0, 100)
             for history in HISTORIES:
                 rows["seat"][str(history)] = await seat_cost(redis, history, clips)
                 print("seat", history, rows["seat"][str(history)], flush=True)
@@ -256,6 +286,7 @@ async def main() -> dict[str, Any]:
         "classes": CLASSES,
         "samples_per_history": SAMPLES,
         "detectors": rows,
+        "seat_encoder_per_clip": encoder,
     }
 
 
@@ -280,3 +311,13 @@ if __name__ == "__main__":
                 f"| {kind} | {history} | {ref} | {warm['cpu_p50_ms']} | {cold['cpu_p50_ms']} | "
                 f"{ten['cpu_p50_ms']} | {warm['redis_cpu_mean_ms']} | {warm['wall_p50_ms']} |"
             )
+    state = result["detectors"]["seat"][str(HISTORIES[-1])]["state"]
+    print(
+        f"\nseat served, 1-clip requests at {HISTORIES[-1]} history: state CPU p50 "
+        f"{state['cpu_p50_ms']} ms + redis {state['redis_cpu_mean_ms']} ms per clip, plus the "
+        "encoder's CPU per clip in the inference micro-batch:"
+    )
+    print("| micro-batch (clips) | encoder CPU p50 per clip (ms) | state + encoder (ms) |")
+    for size, row in result["seat_encoder_per_clip"].items():
+        total = state["cpu_p50_ms"] + state["redis_cpu_mean_ms"] + row["cpu_p50_ms"]
+        print(f"| {size} | {row['cpu_p50_ms']} | {total:.2f} |")

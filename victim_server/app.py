@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
+import numpy as np
 import torch
 from fastapi import FastAPI
 from redis.asyncio import Redis
@@ -24,9 +26,15 @@ from victim_server.api.problems import install_problem_handlers
 from victim_server.detection.base import DetectorUnavailable
 from victim_server.detection.calibration import load_embedding, load_ood_calibration
 from victim_server.detection.registry import build_detectors
+from victim_server.detection.seat import SeatDetector
 from victim_server.detection.service import DetectionService
 from victim_server.inference.batcher import MicroBatcher
-from victim_server.inference.runner import ModelRunner, resolve_device, serving_threads
+from victim_server.inference.runner import (
+    BatchOutput,
+    ModelRunner,
+    resolve_device,
+    serving_threads,
+)
 from victim_server.metrics import VictimMetrics
 from victim_server.models import create_model, model_config
 from victim_server.models.embedded import packaged_weights_path
@@ -43,6 +51,18 @@ def build_model(settings: Settings) -> nn.Module:
         labels=settings.labels,
         input_spec=settings.input_spec,
     )
+
+
+def _embedding_runner(
+    runner: ModelRunner, detection: DetectionService
+) -> Callable[[list[np.ndarray]], list[BatchOutput]] | None:
+    """The batch function for micro-batches with a request of a ``seat`` key: the forward, then
+    the SEAT encoder over all the batch's clips in one pass (None when the encoder is not
+    loaded: the detector is unavailable and no key can use it)."""
+    seat = detection.detectors.get("seat")
+    if not isinstance(seat, SeatDetector) or seat.model is None:
+        return None
+    return functools.partial(runner, embed=seat.model.embed)
 
 
 def create_app(
@@ -62,13 +82,6 @@ def create_app(
             metrics.batch_clips.observe(clips)
             metrics.inference_seconds.observe(seconds)
 
-        batcher = MicroBatcher(
-            runner,
-            max_batch_clips=settings.max_batch_clips,
-            max_wait_s=settings.max_wait_ms / 1000,
-            max_queue_clips=settings.max_queue_clips,
-            observe=observe,
-        )
         store = redis or connect_redis(settings.redis_url, timeout_s=settings.redis_timeout_s)
         binary = connect_redis(settings.redis_url, timeout_s=settings.redis_timeout_s, decode=False)
         config = runner.config
@@ -91,6 +104,14 @@ def create_app(
             ),
             metrics,
             throttle_retry_after_s=settings.throttle_retry_after_s,
+        )
+        batcher = MicroBatcher(
+            runner,
+            max_batch_clips=settings.max_batch_clips,
+            max_wait_s=settings.max_wait_ms / 1000,
+            max_queue_clips=settings.max_queue_clips,
+            observe=observe,
+            run_embedded=_embedding_runner(runner, detection),
         )
         ledger = Ledger(
             store,

@@ -192,13 +192,21 @@ async def _answer(
     arrival: Arrival,
 ) -> ClassifyResponse:
     """Everything between charging and answering; any failure here is given back."""
-    output = await services.batcher.submit(clips, arrival=arrival)
+    output = await services.batcher.submit(
+        clips, arrival=arrival, embed=key.detection.detector == "seat"
+    )
     config = services.model_config
     logits = output.logits
     verdict = await services.detection.observe(
         key.key_id,
         key.detection,
-        Observation(clips, logits, output.features, delta=key.detection.delta),
+        Observation(
+            clips,
+            logits,
+            output.features,
+            delta=key.detection.delta,
+            embeddings=output.embeddings,
+        ),
     )
     if verdict is not None and verdict.alarm and key.detection.action == "poison":
         poison = True

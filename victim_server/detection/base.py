@@ -25,6 +25,9 @@ class Observation:
     logits: np.ndarray  # (N, C) float32
     features: np.ndarray | None  # (N, D) float32 penultimate activations, when the model has them
     delta: float = 0.85  # the key's PRADA threshold (detectors without one ignore it)
+    # (N, E) float32 SEAT encoder embeddings from the inference micro-batch's encoder pass, when
+    # the request asked for them (a ``seat`` key); the detector embeds the clips itself otherwise
+    embeddings: np.ndarray | None = None
 
     @property
     def labels(self) -> np.ndarray:

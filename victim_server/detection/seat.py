@@ -27,9 +27,12 @@ threshold flags about 0.2% of benign clips, and the CUSUM is fitted on the combi
 (``seat_patterns_build``). Without its bank (missing, corrupt, or built with another encoder)
 the detector logs a warning once and runs the near-copy half alone.
 
-Cost per clip is bounded whatever the history: one encoder pass, one read of the ring
-(:data:`RING` x 64 float32 = 256 KiB per key, the memory bound) and a distance to each of its
-members, one distance to each of the bank's few hundred vectors, one Redis script. Layout::
+Cost per clip is bounded whatever the history: one encoder pass (on the served path, over the
+whole inference micro-batch right after the model's forward, ``ModelRunner(..., embed=)``, asked
+for by requests of ``seat`` keys; the detector embeds clips that come without embeddings), one
+read of the ring (:data:`RING` x 64 float32 = 256 KiB per key, the memory bound) and a distance
+to each of its members, one distance to each of the bank's few hundred vectors, one Redis
+script. Layout::
 
     vs:{key_id}:det:seat        hash: statistic, queries, flagged, pairs, near_pattern,
                                 alarm_query, alarm_at
@@ -216,9 +219,13 @@ class SeatDetector:
         return [keyspace.detection(key_id, "seat"), keyspace.detection(key_id, "seat:ring")]
 
     async def observe(self, key_id: str, batch: Observation) -> Verdict:
+        """The batch's embeddings from the inference micro-batch's encoder pass when it has
+        them (the served path), else one encoder pass over its clips here."""
         self.check()
         assert self.model is not None
-        vectors = await anyio.to_thread.run_sync(self.model.embed, batch.clips)
+        vectors = batch.embeddings
+        if vectors is None or vectors.shape != (len(batch.clips), self.model.encoder.dim):
+            vectors = await anyio.to_thread.run_sync(self.model.embed, batch.clips)
         return await self.observe_embeddings(key_id, vectors)
 
     async def observe_embeddings(self, key_id: str, vectors: np.ndarray) -> Verdict:

@@ -168,13 +168,19 @@ class DetectionService:
 def _joined(batches: list[Observation]) -> Observation:
     if len(batches) == 1:
         return batches[0]
-    features = [b.features for b in batches if b.features is not None]
     return Observation(
         clips=np.concatenate([b.clips for b in batches]),
         logits=np.concatenate([b.logits for b in batches]),
-        features=np.concatenate(features) if len(features) == len(batches) else None,
+        features=_all_or_none([b.features for b in batches]),
         delta=batches[0].delta,
+        embeddings=_all_or_none([b.embeddings for b in batches]),
     )
+
+
+def _all_or_none(parts: list[np.ndarray | None]) -> np.ndarray | None:
+    """The parts joined when every batch has one, else None."""
+    present = [part for part in parts if part is not None]
+    return np.concatenate(present) if len(present) == len(parts) else None
 
 
 def _statistic(policy: DetectionPolicy, verdict: Verdict) -> str:

@@ -47,6 +47,7 @@ class _Job(Generic[Output]):
     clips: np.ndarray
     future: asyncio.Future[Output]
     loop: asyncio.AbstractEventLoop
+    embed: bool = False  # wants the batch run by ``run_embedded``
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -94,8 +95,12 @@ class MicroBatcher(Generic[Output]):
         max_wait_s: float,
         max_queue_clips: int,
         observe: BatchObserver | None = None,
+        run_embedded: BatchFn[Output] | None = None,
     ) -> None:
+        """``run_embedded`` (optional) runs a batch in which a request asked for embeddings
+        (``submit(..., embed=True)``): the whole batch, in one call, instead of ``run_batch``."""
         self._run_batch = run_batch
+        self._run_embedded = run_embedded
         self._max_batch = max_batch_clips
         self._max_wait = max_wait_s
         self._max_queue = max_queue_clips
@@ -145,7 +150,11 @@ class MicroBatcher(Generic[Output]):
         if wake:
             self._jobs.put(_WAKE)  # a batch waiting for this request stops waiting
 
-    async def submit(self, clips: np.ndarray, *, arrival: Arrival | None = None) -> Output:
+    async def submit(
+        self, clips: np.ndarray, *, arrival: Arrival | None = None, embed: bool = False
+    ) -> Output:
+        """The output for ``clips``, from the batch they join; with ``embed`` (and a
+        ``run_embedded``) that batch is run by ``run_embedded``."""
         if self._thread is None:
             raise BatcherStopped("the model thread is not running")
         n = int(clips.shape[0])
@@ -155,7 +164,7 @@ class MicroBatcher(Generic[Output]):
             self._queued_clips += n
             self._queued_requests += 1
         loop = asyncio.get_running_loop()
-        job: _Job[Output] = _Job(clips=clips, future=loop.create_future(), loop=loop)
+        job: _Job[Output] = _Job(clips=clips, future=loop.create_future(), loop=loop, embed=embed)
         self._jobs.put(job)
         if arrival is not None:
             arrival.queued()  # after the put: never seen as neither queued nor on its way
@@ -197,7 +206,10 @@ class MicroBatcher(Generic[Output]):
     def _run(self, batch: list[_Job[Output]], clips: int) -> None:
         started = time.perf_counter()
         try:
-            outputs = self._run_batch([job.clips for job in batch])
+            run = self._run_batch
+            if self._run_embedded is not None and any(job.embed for job in batch):
+                run = self._run_embedded
+            outputs = run([job.clips for job in batch])
             error: BaseException | None = None
         except Exception as exc:  # delivered to every waiting request; the thread lives on
             outputs, error = [], exc

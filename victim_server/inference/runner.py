@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -41,6 +42,13 @@ class BatchOutput:
     # (N, D) float32 penultimate activations (pooled features before the head), from the same
     # forward pass; None for a model that exposes logits only (a bring-your-own program).
     features: np.ndarray | None = None
+    # (N, E) float32 detector embeddings (the SEAT encoder's unit vectors) of the same clips,
+    # from one encoder pass over the micro-batch; None when the batch was run without one.
+    embeddings: np.ndarray | None = None
+
+
+# uint8 (N, T, H, W, 3) clips -> float32 (N, E) embeddings (``SeatModel.embed``)
+Embed = Callable[[np.ndarray], np.ndarray]
 
 
 class ModelRunner:
@@ -57,9 +65,15 @@ class ModelRunner:
         self.feature_dim = int(getattr(model, "num_features", 0) or 0)
 
     @torch.inference_mode()
-    def __call__(self, requests: list[np.ndarray]) -> list[BatchOutput]:
-        """Each element is one request's uint8 (N, T, H, W, 3); returns one output per request."""
-        x = self._inputs(requests)
+    def __call__(
+        self, requests: list[np.ndarray], *, embed: Embed | None = None
+    ) -> list[BatchOutput]:
+        """Each element is one request's uint8 (N, T, H, W, 3); returns one output per request.
+        With ``embed``, the micro-batch's clips are also embedded, in one pass after the
+        forward (a detector's encoder, like the features: a pass per request costs the encoder's
+        fixed cost per request)."""
+        joined = _joined(requests)
+        x = self._inputs(requests, joined)
         features: np.ndarray | None = None
         with torch.autocast(self.device.type, enabled=self._autocast):
             if self.feature_dim:
@@ -69,6 +83,7 @@ class ModelRunner:
                 features = pooled.float().cpu().numpy()
             else:
                 logits = self.model(x).float().cpu().numpy()
+        embeddings = None if embed is None else _embedded(requests, joined, embed)
         outputs: list[BatchOutput] = []
         start = 0
         for clips in requests:
@@ -77,16 +92,32 @@ class ModelRunner:
                 BatchOutput(
                     logits=logits[start : start + n],
                     features=None if features is None else features[start : start + n],
+                    embeddings=None if embeddings is None else embeddings[start : start + n],
                 )
             )
             start += n
         return outputs
 
-    def _inputs(self, requests: list[np.ndarray]) -> torch.Tensor:
+    def _inputs(self, requests: list[np.ndarray], joined: np.ndarray | None) -> torch.Tensor:
         """One preprocess for the whole micro-batch when its clips share a shape (the usual
         case: a preprocess call has a fixed cost that one-clip requests would pay each)."""
         spec, device = self.config.input, self.device
-        if len(requests) == 1 or len({clips.shape[1:] for clips in requests}) == 1:
-            joined = requests[0] if len(requests) == 1 else np.concatenate(requests)
+        if joined is not None:
             return preprocess(joined, spec, device=device)
         return torch.cat([preprocess(clips, spec, device=device) for clips in requests])
+
+
+def _joined(requests: list[np.ndarray]) -> np.ndarray | None:
+    """The micro-batch's clips as one array when they share a shape, else None."""
+    if len(requests) == 1:
+        return requests[0]
+    if len({clips.shape[1:] for clips in requests}) == 1:
+        return np.concatenate(requests)
+    return None
+
+
+def _embedded(requests: list[np.ndarray], joined: np.ndarray | None, embed: Embed) -> np.ndarray:
+    """``embed`` over every request's clips, in order: one call when their shapes match."""
+    if joined is not None:
+        return embed(joined)
+    return np.concatenate([embed(clips) for clips in requests])
