@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
@@ -134,37 +134,19 @@ class DistillTargets:
             return torch.zeros_like(self.label, dtype=torch.bool)
         return self.true_label >= 0
 
+    def _map(self, fn: Callable[[Tensor], Tensor]) -> DistillTargets:
+        """These targets with ``fn`` applied to every tensor that is set."""
+        fields = ("probs", "logits", "topk_index", "topk_score", "true_label")
+        changed = {name: fn(t) for name in fields if (t := getattr(self, name)) is not None}
+        return replace(self, label=fn(self.label), **changed)
+
     def take(self, index: Tensor) -> DistillTargets:
         """The targets of clips ``index`` (a (B',) int64 tensor), in that order."""
-
-        def pick(t: Tensor | None) -> Tensor | None:
-            return None if t is None else t[index.to(t.device)]
-
-        return replace(
-            self,
-            probs=pick(self.probs),
-            logits=pick(self.logits),
-            topk_index=pick(self.topk_index),
-            topk_score=pick(self.topk_score),
-            label=self.label[index.to(self.label.device)],
-            true_label=pick(self.true_label),
-        )
+        return self._map(lambda t: t[index.to(t.device)])
 
     def to(self, device: torch.device | str) -> DistillTargets:
         """The same targets on ``device`` (no copy for tensors already there)."""
-
-        def move(t: Tensor | None) -> Tensor | None:
-            return None if t is None else t.to(device)
-
-        return replace(
-            self,
-            probs=move(self.probs),
-            logits=move(self.logits),
-            topk_index=move(self.topk_index),
-            topk_score=move(self.topk_score),
-            label=self.label.to(device),
-            true_label=move(self.true_label),
-        )
+        return self._map(lambda t: t.to(device))
 
 
 def require(targets: DistillTargets, need: Need, who: str) -> None:
