@@ -165,6 +165,10 @@ def prune_command(
     ] = "student",
     lr: Annotated[float | None, typer.Option(help="Learning rate (default: the run's).")] = None,
     seed: Annotated[int | None, typer.Option(help="Data-order seed (default: the run's).")] = None,
+    teacher_weight: Annotated[
+        float,
+        typer.Option(help="Weight of a KD term toward the run's dense student (0: off; no query)."),
+    ] = 0.0,
     threads: Annotated[int, typer.Option(help="Torch threads (0: the run's setting).")] = 0,
     quiet: Annotated[bool, typer.Option(help="No progress bars.")] = False,
 ) -> None:
@@ -185,6 +189,7 @@ def prune_command(
             start=start,  # type: ignore[arg-type]  # checked by PruneSettings
             lr=lr,
             seed=seed,
+            teacher_weight=teacher_weight,
         )
         report = prune_run(run_dir, settings, threads=threads, show_progress=not quiet)
     except (PruneInputError, OSError, ValueError) as exc:

@@ -236,6 +236,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         epochs=args.epochs,
         start=args.start,
         lr=args.lr,
+        teacher_weight=args.teacher_weight,
     )
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="prune-bench-"))
     rng = Range(work)
@@ -370,6 +371,7 @@ if __name__ == "__main__":
     parser.add_argument("--epochs", type=float, default=None, help="default: the run's recipe")
     parser.add_argument("--start", default="student", choices=["student", "init"])
     parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--teacher-weight", type=float, default=0.0, help="KD toward the dense")
     parser.add_argument("--work", help="keep the run directories here (default: a temp dir)")
     parser.add_argument("--reuse", action="store_true", help="prune runs already in --work")
     parser.add_argument("--no-write", action="store_true", help="print only")

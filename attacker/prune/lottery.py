@@ -22,6 +22,9 @@ schedule: round ``n`` of ``rounds`` reaches sparsity ``1 - (1 - rate)^n``, or wi
 ``target_sparsity`` the rate is chosen so that the last round lands on it exactly. Every round
 is measured on the same held-out clips.
 
+With ``teacher_weight`` > 0 every round also distils the run's dense student (its outputs on
+the same clips, no query paid; :mod:`attacker.prune.teacher`), next to the victim's answers.
+
 Start weights (``start``): ``student``, the run's trained clone (lottery-ticket fine-tuning, as
 for pre-trained networks in Chen et al., 2020), or ``init``, the run's own random
 initialisation (the original procedure, which trains from scratch). With ``lr`` or
@@ -31,6 +34,7 @@ trained with this recipe, so round 0 is not trained again.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -53,6 +57,7 @@ from attacker.prune.masks import (
     masks_at_sparsity,
 )
 from attacker.prune.rewind import StepSnapshot, rewind
+from attacker.prune.teacher import TeacherTerm, distillation_temperature
 from attacker.stages.train import budget_points, build_run_loss, point_settings
 from attacker.students import StudentModel
 from attacker.train.loop import TrainSettings, batches_per_epoch, train_student
@@ -77,6 +82,7 @@ class PruneSettings:
     start: Start = "student"
     lr: float | None = None  # default: the run's train.lr
     seed: int | None = None  # default: the run's seed
+    teacher_weight: float = 0.0  # > 0: also distil the run's dense student (teacher.py)
 
     def __post_init__(self) -> None:
         if self.rounds < 0:
@@ -98,6 +104,8 @@ class PruneSettings:
             raise ValueError(f"start must be student or init, got {self.start!r}")
         if self.lr is not None and self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        if not self.teacher_weight >= 0:
+            raise ValueError(f"teacher weight must be >= 0, got {self.teacher_weight}")
 
     @property
     def round_rate(self) -> float:
@@ -209,8 +217,20 @@ def run_lottery(
     show_progress: bool = True,
 ) -> PruneOutcome:
     """Measure ``trained`` (the run's student), then round 0 and ``settings.rounds`` pruning
-    rounds from ``start`` (trained in place). Returns the rows and the last round's student."""
-    loss = build_run_loss(config, OutputMode(transfer.manifest.output))
+    rounds from ``start`` (trained in place; with ``settings.teacher_weight``, distilling a copy
+    of ``trained`` too). Returns the rows and the last round's student."""
+    run_loss = build_run_loss(config, OutputMode(transfer.manifest.output))
+    teacher = (
+        TeacherTerm(
+            start,
+            copy.deepcopy(trained),
+            weight=settings.teacher_weight,
+            temperature=distillation_temperature(run_loss),
+        )
+        if settings.teacher_weight > 0
+        else None
+    )
+    loss = run_loss if teacher is None else teacher.loss(run_loss)
     train = round_train_settings(config, transfer, settings)
     outcome = PruneOutcome(settings=settings, train=train)
 
@@ -238,7 +258,7 @@ def run_lottery(
                 if index == 0 and settings.rewind == "weights"
                 else None
             )
-            with snapshot or nullcontext():
+            with snapshot or nullcontext(), teacher or nullcontext():
                 steps = train_student(
                     model, transfer, loss, train, desc=f"round {index} train",
                     show_progress=show_progress,

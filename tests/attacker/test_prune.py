@@ -31,8 +31,11 @@ from attacker.prune.masks import (
     prunable_modules,
 )
 from attacker.prune.rewind import StepSnapshot, rewind
+from attacker.prune.teacher import TeacherTerm, distillation_temperature
 from attacker.stages.train import build_run_loss, build_student
+from attacker.students import student_preprocess
 from attacker.train.loop import train_student
+from attacker.train.losses import DistillTargets
 from shared.synthactions import SynthActions
 
 CLASSES = 4
@@ -370,3 +373,75 @@ def test_lr_rewinding_keeps_the_trained_weights_and_restarts_the_schedule(
     assert outcome.rows[-1].sparsity >= 0.8 and outcome.rewind_state == {}
     assert outcome.model is not None
     assert count_sparsity(outcome.model).sparsity >= 0.8
+
+
+def _kd_by_hand(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float) -> Any:
+    target = torch.softmax(teacher_logits / t, dim=1)
+    log_q = torch.log_softmax(student_logits / t, dim=1)
+    return (target * (target.log() - log_q)).sum(dim=1).mean() * t * t
+
+
+def test_teacher_term_adds_the_kl_toward_the_dense_outputs_of_the_same_batch() -> None:
+    teacher = _net().eval()
+    student = copy.deepcopy(teacher)
+    with torch.no_grad():
+        for parameter in student.get_submodule("5").parameters():
+            parameter.mul_(-2.0)
+    base = build_run_loss(_config(loss={"name": "kl", "temperature": 4.0}), "probs")
+    probs = torch.softmax(torch.randn(4, CLASSES), dim=1)
+    targets = DistillTargets(probs=probs, label=probs.argmax(dim=1))
+    x = torch.randn(4, 3, 4, 6, 6)
+    with TeacherTerm(student, teacher, weight=0.5, temperature=4.0) as term:
+        student.train()
+        logits = student(x)
+        student.eval()
+        student(torch.randn(2, 3, 4, 6, 6))  # an evaluation forward does not replace the batch
+        parts = term.loss(base)(logits.detach(), targets)
+    # The teacher in eval mode, on the same clips.
+    expected_kd = _kd_by_hand(logits.detach(), teacher(x), 4.0)
+    assert float(parts.parts["teacher"]) == pytest.approx(float(expected_kd), rel=1e-5)
+    assert float(expected_kd) > 0.01
+    plain = base(logits, targets)
+    assert float(parts.total) == pytest.approx(float(plain.total) + 0.5 * float(expected_kd))
+    assert float(parts.distill) == pytest.approx(float(plain.distill))
+    assert not any(p.requires_grad for p in teacher.parameters())
+    assert not student._forward_pre_hooks  # the hook is gone once the block ends
+    assert distillation_temperature(base) == 4.0  # the run's KL temperature
+    with pytest.raises(ValueError, match="teacher weight"):
+        PruneSettings(teacher_weight=-1.0)
+
+
+def test_pruning_with_a_teacher_keeps_the_student_near_the_dense_one(tmp_path: Path) -> None:
+    """The victim's answers here disagree with the (untrained) dense student; with a strong
+    teacher term the pruned student stays near the dense student's outputs, without it the
+    victim's answers pull it away. The dense student itself is never trained."""
+    config = _config(epochs=4)
+    transfer = _transfer(tmp_path / "transfer")
+    clips = np.stack([c for _, c in transfer.iter_clips()])[:16]
+    eval_set = EvalSet(clips, np.zeros(16, np.int64), np.full(16, -1, np.int64))
+    dense = build_student(config, labels=transfer.manifest.labels, clip_shape=[8, 16, 16])
+    before = effective_state(dense)
+    x = student_preprocess(torch.from_numpy(clips), dense.student_config.preprocessing)
+    with torch.no_grad():
+        dense_logits = dense.eval()(x)
+    distance = {}
+    for weight in (0.0, 20.0):
+        settings = PruneSettings(
+            rounds=1, rate=0.5, rewind="lr", epochs=4, lr=0.03, teacher_weight=weight
+        )
+        outcome = run_lottery(
+            config,
+            transfer,
+            eval_set,
+            trained=dense,
+            start=copy.deepcopy(dense),
+            settings=settings,
+            show_progress=False,
+        )
+        assert outcome.model is not None
+        assert outcome.rows[-1].sparsity == pytest.approx(0.5, abs=0.01)
+        with torch.no_grad():
+            distance[weight] = float(_kd_by_hand(outcome.model.eval()(x), dense_logits, 4.0))
+    assert distance[20.0] < 0.5 * distance[0.0], distance
+    for key, value in before.items():
+        assert torch.equal(effective_state(dense)[key], value), key
