@@ -34,3 +34,28 @@ def test_normalisation_uses_mean_and_std() -> None:
 def test_rejects_non_uint8() -> None:
     with pytest.raises(ValueError, match="uint8"):
         preprocess(np.zeros((1, 8, 16, 16, 3), np.float32), SPEC)
+
+
+def _reference(clips: np.ndarray, spec: InputSpec) -> torch.Tensor:
+    """The definition, step by step: sample frames, scale to [0, 1], resize, normalise."""
+    x = torch.from_numpy(clips)[:, torch.from_numpy(temporal_indices(clips.shape[1], spec.frames))]
+    n = x.shape[0]
+    frames = x.reshape(n * spec.frames, *x.shape[2:]).permute(0, 3, 1, 2).double() / 255.0
+    frames = torch.nn.functional.interpolate(
+        frames, size=(spec.height, spec.width), mode="bilinear", antialias=True
+    )
+    mean = torch.tensor(spec.mean, dtype=torch.float64).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, dtype=torch.float64).view(1, 3, 1, 1)
+    frames = (frames - mean) / std
+    return frames.reshape(n, spec.frames, 3, spec.height, spec.width).permute(0, 2, 1, 3, 4)
+
+
+@pytest.mark.parametrize("shape", [(3, 8, 16, 16, 3), (2, 12, 20, 28, 3)])
+def test_matches_the_definition_per_channel(shape: tuple[int, ...]) -> None:
+    """Each channel gets its own mean and std (a swapped axis would mix them up), at the
+    spec's size (no resize) and off it (resized)."""
+    spec = InputSpec(frames=8, height=16, width=16, mean=(0.1, 0.5, 0.9), std=(0.2, 0.3, 0.4))
+    clips = np.random.default_rng(1).integers(0, 256, size=shape, dtype=np.uint8)
+    x = preprocess(clips, spec)
+    assert x.is_contiguous()
+    assert torch.allclose(x.double(), _reference(clips, spec), atol=1e-5)
