@@ -3,6 +3,8 @@ CUSUM script, per-detector state."""
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 import redis.asyncio as aioredis
@@ -10,7 +12,7 @@ import redis.asyncio as aioredis
 from shared.detection import PradaConfig, PradaState, observe
 from shared.detection.ood import CusumState, OodCalibration, cusum_observe
 from victim_server.accounting.connection import connect_redis
-from victim_server.detection.base import Observation
+from victim_server.detection.base import DetectionBusy, Observation
 from victim_server.detection.ood import OodDetector
 from victim_server.detection.store import PradaStore
 
@@ -45,6 +47,47 @@ async def test_prada_store_writes_only_changed_slots_and_reloads_exactly(
     assert (await other.status("k1")).queries == 0  # detectors never share state
     await writer.reset("k1")
     assert (await reader.status("k1")).queries == 0
+
+
+async def test_prada_store_two_processes_at_once_lose_no_query_and_free_the_lock(
+    binary_redis: aioredis.Redis, redis_url: str
+) -> None:
+    """Two stores (two server processes) updating one key concurrently: every query counted
+    once, the result equal to the reference fed the same batches in some order, the lock
+    released with each write; a lock held by someone else makes an update wait, then refuse."""
+    dim, config = 8, PradaConfig(delta=0.85, max_set=16, max_distances=64)
+    rng = np.random.default_rng(5)
+    vectors = rng.normal(size=(240, dim)).astype(np.float32)
+    labels = rng.integers(0, 2, 240)
+    other = connect_redis(redis_url, decode=False)
+    try:
+        stores = [
+            PradaStore(binary_redis, dim=dim, namespace="prada"),
+            PradaStore(other, dim=dim, namespace="prada"),
+        ]
+        batches = [(vectors[i : i + 10], labels[i : i + 10]) for i in range(0, 240, 10)]
+        verdicts = await asyncio.gather(
+            *(stores[i % 2].observe("k3", config, v, c) for i, (v, c) in enumerate(batches))
+        )
+        assert sorted(v.queries for v in verdicts) == list(range(10, 250, 10))
+        assert await binary_redis.exists("vs:{k3}:det:prada:lock") == 0
+        _, loaded, _ = await PradaStore(binary_redis, dim=dim)._load("k3")
+        reference = PradaState(dim=dim)  # the batches in the order the lock let them in
+        for _, (v, c) in sorted(zip((v.queries for v in verdicts), batches, strict=True)):
+            for vector, label in zip(v, c, strict=True):
+                observe(reference, config, vector, int(label))
+        assert loaded.queries == reference.queries == 240 and loaded.w == reference.w
+        for label, cls in reference.classes.items():
+            np.testing.assert_array_equal(loaded.classes[label].members, cls.members)
+
+        await binary_redis.set("vs:{k3}:det:prada:lock", b"someone-else", px=60_000)
+        impatient = PradaStore(binary_redis, dim=dim, lock_timeout_s=0.05)
+        with pytest.raises(DetectionBusy):
+            await impatient.observe("k3", config, vectors[:1], labels[:1])
+        assert (await impatient.status("k3")).queries == 240  # nothing written meanwhile
+        assert await binary_redis.get("vs:{k3}:det:prada:lock") == b"someone-else"
+    finally:
+        await other.aclose()
 
 
 def _calibration() -> OodCalibration:

@@ -9,11 +9,13 @@ detector's name, so two PRADA variants of one key never share state)::
     vs:{key_id}:det:<ns>:D:<label>  float32 bytes: the latest distances D_c
     vs:{key_id}:det:<ns>:lock       a short lock held while one process updates the state
 
-An update takes the lock, reloads the state only if another process changed it (version),
-feeds the request's clips through :func:`shared.detection.observe`, writes back what changed in
-one pipeline (G_c only at the slots that changed: ``SETRANGE``, so a write costs the new
-vectors, not the whole set) and releases the lock. A restart loses nothing: the state is read
-back from Redis.
+An update takes the lock and reads the state's version in one script, reloads the state only
+if another process changed it, feeds the request's clips through
+:func:`shared.detection.observe`, then writes back what changed and releases the lock in one
+transaction (G_c only at the slots that changed: ``SETRANGE``, so a write costs the new
+vectors, not the whole set): two round trips per update when this process holds the current
+state, where lock, version read, write and release took four. A restart loses nothing: the
+state is read back from Redis.
 """
 
 from __future__ import annotations
@@ -39,6 +41,15 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# KEYS: lock, meta; ARGV: token, lock ttl (ms). Takes the lock when it is free or already this
+# token's (a retried call that had taken it), and then answers the state's meta hash with it.
+_ACQUIRE = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return {0, {}} end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return {1, redis.call('HGETALL', KEYS[2])}
+"""
+
 
 class PradaStore:
     """``redis`` must return bytes (``decode_responses=False``): G_c and D_c are binary."""
@@ -52,13 +63,15 @@ class PradaStore:
         self._lock_timeout = lock_timeout_s
         self._cache: dict[str, tuple[int, PradaState, datetime | None]] = {}
         self._release = redis.register_script(_RELEASE)
+        self._acquire = redis.register_script(_ACQUIRE)
 
     async def observe(
         self, key_id: str, config: PradaConfig, vectors: np.ndarray, labels: np.ndarray
     ) -> Verdict:
-        token = await self._lock(key_id)
+        token, meta = await self._lock(key_id)
+        saved = False
         try:
-            version, state, alarm_at = await self._load(key_id)
+            version, state, alarm_at = await self._load(key_id, meta)
             before = state.alarm_query
             touched: set[int] = set()
             slots: list[tuple[int, int, np.ndarray]] = []  # (label, slot, vector) in order
@@ -69,11 +82,13 @@ class PradaStore:
                     slots.append((outcome.label, outcome.slot, vector))
             if before is None and state.alarm_query is not None:
                 alarm_at = datetime.now(UTC)
-            await self._save(key_id, version + 1, state, alarm_at, touched, slots)
+            await self._save(key_id, version + 1, state, alarm_at, touched, slots, token)
+            saved = True  # the lock went with the write
             self._cache[key_id] = (version + 1, state, alarm_at)
             return self._verdict(state, alarm_at, new_alarm=before is None and alarm_at is not None)
         finally:
-            await self._release(keys=[self._key(key_id, "lock")], args=[token])
+            if not saved:
+                await self._release(keys=[self._key(key_id, "lock")], args=[token])
 
     async def status(self, key_id: str) -> Verdict:
         _, state, alarm_at = await self._load(key_id)
@@ -103,20 +118,28 @@ class PradaStore:
             score=state.w,
         )
 
-    async def _lock(self, key_id: str) -> str:
+    async def _lock(self, key_id: str) -> tuple[str, dict[str, str]]:
+        """The lock's token and the state's meta hash, read under the lock."""
         token = secrets.token_hex(8)
-        name = self._key(key_id, "lock")
+        keys = [self._key(key_id, "lock"), self._key(key_id, "meta")]
         deadline = asyncio.get_running_loop().time() + self._lock_timeout
-        while not await self._redis.set(name, token, nx=True, px=int(self._lock_timeout * 2000)):
-            if await self._redis.get(name) == token.encode():
-                break  # a retried SET that had taken the lock the first time
+        while True:
+            taken, fields = await self._acquire(
+                keys=keys, args=[token, int(self._lock_timeout * 2000)]
+            )
+            if int(taken):
+                return token, _text(_pairs(fields))
             if asyncio.get_running_loop().time() > deadline:
                 raise DetectionBusy(f"detector of key {key_id} is busy")
             await asyncio.sleep(0.002)
-        return token
 
-    async def _load(self, key_id: str) -> tuple[int, PradaState, datetime | None]:
-        meta = _text(await self._redis.hgetall(self._key(key_id, "meta")))
+    async def _load(
+        self, key_id: str, meta: dict[str, str] | None = None
+    ) -> tuple[int, PradaState, datetime | None]:
+        """The state at ``meta``'s version (read here when not given): this process's copy when
+        it is current, else from Redis."""
+        if meta is None:
+            meta = _text(await self._redis.hgetall(self._key(key_id, "meta")))
         version = int(meta.get("version", 0))
         cached = self._cache.get(key_id)
         if cached is not None and cached[0] == version:
@@ -155,7 +178,9 @@ class PradaStore:
         alarm_at: datetime | None,
         touched: set[int],
         slots: list[tuple[int, int, np.ndarray]],
+        token: str,
     ) -> None:
+        """Write what changed and release the lock ``token`` holds, in one transaction."""
         meta = {
             "version": version,
             "queries": state.queries,
@@ -192,6 +217,7 @@ class PradaStore:
                     slot * width,
                     np.asarray(vector, dtype=np.float32).tobytes(),
                 )
+            await self._release(keys=[self._key(key_id, "lock")], args=[token], client=pipe)
             await pipe.execute()
 
 
@@ -199,6 +225,13 @@ def _floats(raw: bytes | str) -> np.ndarray:
     if isinstance(raw, str):  # a text-mode client would have corrupted the floats already
         raise TypeError("PradaStore needs a Redis client with decode_responses=False")
     return np.frombuffer(raw, dtype=np.float32)
+
+
+def _pairs(raw: Any) -> dict[Any, Any]:
+    """HGETALL's reply as a dict: a script returns it as a flat [field, value, ...] list."""
+    if isinstance(raw, dict):
+        return raw
+    return dict(zip(raw[::2], raw[1::2], strict=True))
 
 
 def _text(raw: dict[Any, Any]) -> dict[str, str]:
