@@ -29,13 +29,14 @@ the detector logs a warning once and runs the near-copy half alone.
 
 Cost per clip is bounded whatever the history: one encoder pass (on the served path, over the
 whole inference micro-batch right after the model's forward, ``ModelRunner(..., embed=)``, asked
-for by requests of ``seat`` keys; the detector embeds clips that come without embeddings), one
-read of the ring (:data:`RING` x 64 float32 = 256 KiB per key, the memory bound) and a distance
-to each of its members, one distance to each of the bank's few hundred vectors, one Redis
-script. Layout::
+for by requests of ``seat`` keys; the detector embeds clips that come without embeddings), a
+distance to each member of the key's ring (:data:`RING` x 64 float32 = 256 KiB per key, the
+memory bound), one distance to each of the bank's few hundred vectors, one Redis script. The
+ring is read from Redis only when this process's copy of it is not current (``seat_ring``:
+another process wrote since, or none is held): then one read more. Layout::
 
     vs:{key_id}:det:seat        hash: statistic, queries, flagged, pairs, near_pattern,
-                                alarm_query, alarm_at
+                                alarm_query, alarm_at, ring_id
     vs:{key_id}:det:seat:ring   float32 bytes: the last RING embeddings, slot = query % RING
 
 The script writes the request's embeddings at their slots and runs the CUSUM atomically; two
@@ -48,6 +49,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import secrets
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -67,6 +69,7 @@ from victim_server.detection.seat_patterns import (
     load_patterns,
     patterns_path,
 )
+from victim_server.detection.seat_ring import RingCopies, RingCopy, ring_copy
 
 __all__ = ["NEIGHBOURS", "RING", "SeatCalibration", "SeatDetector", "kth_nearest", "load_seat"]
 
@@ -78,12 +81,18 @@ RING = 1024
 NEIGHBOURS = 2
 
 # ARGV after the CUSUM's five: ring size, bytes per embedding, the request's embeddings
-# (concatenated float32), near pairs in this request, clips near a known attack pattern.
-# Writes each embedding at slot (queries before it) % ring, then the CUSUM (CUSUM_SCRIPT)
-# updates the hash.
+# (concatenated float32), near pairs in this request, clips near a known attack pattern, the
+# ring the flags were computed against ("ring_id:queries", or "" for whatever it is now: see
+# seat_ring), an id for the ring if it has none yet. Answers {"stale"} and writes nothing when
+# that ring has moved on; else writes each embedding at slot (queries before it) % ring, then
+# the CUSUM (CUSUM_SCRIPT) updates the hash.
 _RING_THEN_CUSUM = (
     """
 local q0 = tonumber(redis.call('HGET', KEYS[1], 'queries') or '0')
+if ARGV[11] ~= '' and (redis.call('HGET', KEYS[1], 'ring_id') or '') .. ':' .. q0 ~= ARGV[11] then
+  return {'stale'}
+end
+redis.call('HSETNX', KEYS[1], 'ring_id', ARGV[12])
 local ring, width, blob = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
 for i = 0, #ARGV[4] - 1 do
   local slot = (q0 + i) % ring
@@ -189,6 +198,7 @@ class SeatDetector:
         (``patterns_why`` says why)."""
         self._redis = redis
         self._script = redis.register_script(_RING_THEN_CUSUM)
+        self._rings = RingCopies()
         self._why: str | None = None
         self.model: SeatModel | None = None
         self.calibration: SeatCalibration | None = None
@@ -229,16 +239,37 @@ class SeatDetector:
         return await self.observe_embeddings(key_id, vectors)
 
     async def observe_embeddings(self, key_id: str, vectors: np.ndarray) -> Verdict:
-        """The state update for clips already embedded (unit vectors, in query order)."""
+        """The state update for clips already embedded (unit vectors, in query order): against
+        this process's copy of the key's ring when it has a current one (one Redis call), else
+        the ring read from Redis (two)."""
         self.check()
         assert self.calibration is not None
-        flags, pairs = await self._near(key_id, vectors)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        copy = self._rings.get(key_id)
+        if copy is not None and len(copy.vectors) == self.calibration.ring:
+            verdict = await self._update(key_id, vectors, copy, expect=copy.name)
+            if verdict is not None:
+                return verdict
+        copy = await self._read_ring(key_id, dim=vectors.shape[1])
+        verdict = await self._update(key_id, vectors, copy, expect="")
+        assert verdict is not None  # no expectation: never stale
+        return verdict
+
+    async def _update(
+        self, key_id: str, vectors: np.ndarray, ring: RingCopy, *, expect: str
+    ) -> Verdict | None:
+        """Flags against ``ring``, then the script; None when Redis's ring is not ``expect``."""
+        assert self.calibration is not None
+        flags, pairs = near_flags(
+            ring.held(), vectors, self.calibration.threshold, self.calibration.neighbours
+        )
         near_pattern = 0
         if self.patterns is not None:
             on_pattern = self.patterns.flags(vectors)
             near_pattern = int(on_pattern.sum())
             flags = [f or bool(p) for f, p in zip(flags, on_pattern, strict=True)]
         up, down = self.calibration.increments
+        fresh_id = secrets.token_hex(8)
         raw = await self._script(
             keys=self._names(key_id),
             args=[
@@ -249,38 +280,59 @@ class SeatDetector:
                 now_iso(),
                 self.calibration.ring,
                 vectors.shape[1] * 4,
-                vectors.astype(np.float32).tobytes(),
+                vectors.tobytes(),
                 pairs,
                 near_pattern,
+                expect,
+                fresh_id,
             ],
         )
-        return cusum_result(raw)
+        if len(raw) == 1:
+            self._rings.drop(key_id)
+            return None
+        verdict = cusum_result(raw)
+        if verdict.queries == ring.queries + len(vectors):  # nobody wrote in between
+            ring.ring_id = ring.ring_id or fresh_id  # an id-less ring got ours in the script
+            self._rings.put(key_id, ring.advanced(vectors))
+        else:
+            self._rings.drop(key_id)
+        return verdict
 
-    async def _near(self, key_id: str, vectors: np.ndarray) -> tuple[list[bool], int]:
-        """Per clip: has it ``neighbours`` near ones among the ring and the clips before it?
-        And the number of near pairs."""
+    async def _read_ring(self, key_id: str, *, dim: int) -> RingCopy:
         assert self.calibration is not None
         hash_name, ring_name = self._names(key_id)
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hget(hash_name, "queries")
+            pipe.hmget(hash_name, ["queries", "ring_id"])
             pipe.get(ring_name)
-            queries, blob = await pipe.execute()
-        dim = vectors.shape[1]
-        held = min(int(queries or 0), self.calibration.ring)
-        ring = np.frombuffer(blob or b"", dtype=np.float32).reshape(-1, dim)[:held]
-        candidates = np.concatenate([ring, vectors])
-        # squared distances of unit vectors: 2 - 2 cos
-        near = 2.0 - 2.0 * (vectors @ candidates.T) < self.calibration.threshold**2
-        flags, pairs = [], 0
-        for i in range(len(vectors)):
-            row = near[i, : held + i]  # the ring and the clips before this one
-            count = int(row.sum())
-            flags.append(count >= self.calibration.neighbours)
-            pairs += count
-        return flags, pairs
+            (queries, ring_id), blob = await pipe.execute()
+        return ring_copy(
+            ring_id.decode() if ring_id else "",
+            int(queries or 0),
+            blob or b"",
+            size=self.calibration.ring,
+            dim=dim,
+        )
 
     async def status(self, key_id: str) -> Verdict:
         return await cusum_status(self._redis, self._names(key_id)[0])
 
     async def reset(self, key_id: str) -> None:
+        self._rings.drop(key_id)
         await self._redis.delete(*self._names(key_id))
+
+
+def near_flags(
+    ring: np.ndarray, vectors: np.ndarray, threshold: float, neighbours: int
+) -> tuple[list[bool], int]:
+    """Per clip: has it ``neighbours`` near ones (within ``threshold``) among ``ring`` and the
+    clips before it? And the number of near pairs."""
+    held = len(ring)
+    candidates = np.concatenate([ring, vectors])
+    # squared distances of unit vectors: 2 - 2 cos
+    near = 2.0 - 2.0 * (vectors @ candidates.T) < threshold**2
+    flags, pairs = [], 0
+    for i in range(len(vectors)):
+        count = int(near[i, : held + i].sum())  # the ring and the clips before this one
+        flags.append(count >= neighbours)
+        pairs += count
+    return flags, pairs
