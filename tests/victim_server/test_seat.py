@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis.asyncio as aioredis
+import torch
 from typer.testing import CliRunner
 
 from shared.detection import NaturalnessEmbedding
@@ -21,12 +22,19 @@ from victim_server.detection.base import DetectorUnavailable, Observation
 from victim_server.detection.calibration import through_codec
 from victim_server.detection.registry import build_detectors
 from victim_server.detection.seat import SeatDetector, load_seat
-from victim_server.detection.seat_encoder import SEAT_WEIGHTS, load_seat_model
+from victim_server.detection.seat_encoder import (
+    ENCODER_SPEC,
+    SEAT_WEIGHTS,
+    SeatEncoder,
+    folded,
+    load_seat_model,
+)
 from victim_server.detection.seat_train import (
     TRAIN_SEED,
     augmented_pair_distances,
     session_order,
 )
+from victim_server.inference.preprocess import preprocess
 
 FRESH_SEED = 4711  # seen by neither training (6150) nor calibration (6151)
 
@@ -154,3 +162,19 @@ def test_train_detector_writes_weights_that_load(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "safetensors" in bad.output
     bench_seed = CliRunner().invoke(app, ["train-detector", "--seed", "31337"])
     assert bench_seed.exit_code == 2 and "benchmark seed" in bench_seed.output
+
+
+def test_the_served_encoder_is_folded_and_computes_the_same_embeddings() -> None:
+    """``load_seat_model`` runs a copy with BatchNorm folded into the convolutions: no norm
+    layer left, the same unit vectors as the trained encoder, which stays untouched."""
+    model = load_seat_model()
+    assert model.runtime is not None
+    assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in model.runtime.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm3d) for m in model.encoder.modules())
+    clips, _ = SynthActions(seed=FRESH_SEED).batch(3000, 12)
+    served = model.embed(clips)
+    with torch.inference_mode():
+        trained = model.encoder(preprocess(clips, ENCODER_SPEC)).numpy()
+    np.testing.assert_allclose(served, trained, atol=1e-5)
+    with pytest.raises(ValueError, match="eval mode"):
+        folded(SeatEncoder().train())

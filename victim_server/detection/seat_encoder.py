@@ -19,6 +19,7 @@ Files (committed under ``victim_server/detection/weights/``, loaded from local f
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from victim_server.detection.base import DetectorUnavailable
 from victim_server.inference.preprocess import preprocess
@@ -89,18 +91,22 @@ class SeatEncoder(nn.Module):
 
 @dataclass(frozen=True)
 class SeatModel:
-    """The trained encoder and its record (training + the detector's calibration)."""
+    """The trained encoder and its record (training + the detector's calibration);
+    ``runtime``, when set, is the same function made cheaper to run (:func:`folded`), and
+    :meth:`embed` runs it."""
 
     encoder: SeatEncoder
     record: dict[str, Any]
+    runtime: SeatEncoder | None = None
 
     def embed(self, clips: np.ndarray, *, batch: int = 64) -> np.ndarray:
         """uint8 (N, T, H, W, 3) clips -> float32 (N, dim) unit vectors."""
         out = []
+        encoder = self.runtime or self.encoder
         with torch.inference_mode():
             for start in range(0, len(clips), batch):
                 x = preprocess(clips[start : start + batch], ENCODER_SPEC)
-                out.append(self.encoder(x).numpy())
+                out.append(encoder(x).numpy())
         if not out:
             return np.zeros((0, self.encoder.dim), dtype=np.float32)
         return np.concatenate(out).astype(np.float32, copy=False)
@@ -129,4 +135,20 @@ def load_seat_model(path: Path | None = None) -> SeatModel:
     encoder = SeatEncoder(**record["architecture"])
     encoder.load_state_dict(load_file(str(path)))
     encoder.eval()
-    return SeatModel(encoder, record)
+    return SeatModel(encoder, record, runtime=folded(encoder))
+
+
+def folded(encoder: SeatEncoder) -> SeatEncoder:
+    """A copy of an encoder in eval mode with each BatchNorm folded into the convolution
+    before it: the same function (to float rounding) with one op less per block, about a
+    fifth less CPU per clip at the server's micro-batch sizes."""
+    if encoder.training:
+        raise ValueError("fold an encoder in eval mode (its BatchNorm statistics are fixed)")
+    out = copy.deepcopy(encoder)
+    for block in out.features:
+        assert isinstance(block, nn.Sequential)
+        conv, norm = block[0], block[1]
+        if isinstance(conv, nn.Conv3d) and isinstance(norm, nn.BatchNorm3d):
+            block[0] = fuse_conv_bn_eval(conv, norm)
+            block[1] = nn.Identity()
+    return out
