@@ -311,6 +311,16 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _variant(settings: dict[str, Any]) -> str:
+    """``lr rewinding, lr 0.0018, KD toward the dense x1``: the legend's name of the settings."""
+    words = [f"{settings['rewind']} rewinding"]
+    if settings.get("lr") is not None:
+        words.append(f"lr {settings['lr']:g}")
+    if settings.get("teacher_weight"):
+        words.append(f"KD toward the dense x{settings['teacher_weight']:g}")
+    return ", ".join(words)
+
+
 def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -336,7 +346,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         yerr=[r["top1_agreement_std"] for r in rounds],
         fmt="o-",
         capsize=3,
-        label=f"pruned, {results['settings']['rewind']} rewinding (mean ± std)",
+        label=f"pruned, {_variant(results['settings'])} (mean ± std)",
     )
     ax.axhline(dense["top1_agreement_mean"], color="black", ls=":", label="dense (the run's)")
     ax.axhspan(

@@ -11,12 +11,12 @@ run started from.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any
 
 import torch
 from torch import nn
 
+from attacker.prune.hooks import TrainingForwardHook
 from attacker.prune.masks import apply_masks, effective_state, make_permanent
 
 __all__ = ["StepSnapshot", "rewind"]
@@ -24,37 +24,24 @@ __all__ = ["StepSnapshot", "rewind"]
 State = dict[str, torch.Tensor]
 
 
-class StepSnapshot:
+class StepSnapshot(TrainingForwardHook):
     """Context manager: ``state`` holds the model's weights after ``step`` training steps taken
     inside the ``with`` block (the last weights if fewer steps were taken)."""
 
     def __init__(self, model: nn.Module, step: int) -> None:
         if step < 0:
             raise ValueError(f"step must be >= 0, got {step}")
-        self.model = model
+        super().__init__(model)
         self.step = step
         self.forwards = 0
         self._state: State | None = effective_state(model) if step == 0 else None
-        self._handle: Any = None
 
-    def _before_forward(self, module: nn.Module, args: object) -> None:
-        if not module.training:
-            return
+    def on_training_forward(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         if self.forwards == self.step and self._state is None:
             self._state = effective_state(module)
         self.forwards += 1
 
-    def __enter__(self) -> StepSnapshot:
-        self._handle = self.model.register_forward_pre_hook(self._before_forward)
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._handle.remove()
+    def on_close(self) -> None:
         if self._state is None:
             self._state = effective_state(self.model)
 

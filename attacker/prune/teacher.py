@@ -10,20 +10,21 @@ with ``s`` the pruned student's logits, ``d`` the dense student's (eval mode, no
 attacker's own model, so its outputs cost no query; what they add is the dense clone's view of
 the victim between the victim's few thousand answers, which pruning would otherwise forget.
 
-:class:`TeacherTerm` adds the term without touching the training loop: a forward pre-hook on
-the student runs the teacher on the batch the student is about to see (training mode only),
-and :meth:`TeacherTerm.loss` wraps the run's loss to add the term to what it returns.
+:class:`TeacherTerm` adds the term without touching the training loop: a forward pre-hook
+on the student (:class:`attacker.prune.hooks.TrainingForwardHook`) runs the teacher on the
+batch the student is about to see (training mode only), and :meth:`TeacherTerm.loss` wraps the
+run's loss to add the term to what it returns.
 """
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attacker.prune.hooks import TrainingForwardHook
 from attacker.train.losses import DistillTargets, LossFn, LossParts
 
 __all__ = ["TeacherTerm", "distillation_temperature"]
@@ -35,7 +36,7 @@ def distillation_temperature(loss: nn.Module) -> float:
     return float(getattr(distill, "temperature", 1.0))
 
 
-class TeacherTerm:
+class TeacherTerm(TrainingForwardHook):
     """Context manager: while open, ``loss(base)`` adds ``weight`` times the KL toward the
     teacher's outputs on each training batch the student sees."""
 
@@ -46,32 +47,19 @@ class TeacherTerm:
             raise ValueError(f"teacher weight must be > 0, got {weight}")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.student = student
+        super().__init__(student)
         self.teacher = teacher.eval()
         for parameter in self.teacher.parameters():
             parameter.requires_grad_(False)
         self.weight = weight
         self.temperature = temperature
         self._logits: Tensor | None = None
-        self._handle: Any = None
 
-    def _before_forward(self, module: nn.Module, args: tuple[Any, ...]) -> None:
-        if not module.training:
-            return
+    def on_training_forward(self, module: nn.Module, args: tuple[Any, ...]) -> None:
         with torch.no_grad():
             self._logits = self.teacher(args[0]).float()
 
-    def __enter__(self) -> TeacherTerm:
-        self._handle = self.student.register_forward_pre_hook(self._before_forward)
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._handle.remove()
+    def on_close(self) -> None:
         self._logits = None
 
     def kd(self, student_logits: Tensor) -> Tensor:
