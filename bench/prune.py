@@ -19,7 +19,7 @@ those processes and of the victim is recorded.
                           # the same runs, lottery tickets: weight rewinding, 8 x 0.2, the recipe
 
 The defaults are the variant that meets the goal: learning-rate rewinding from the run's student,
-4 rounds to 80%, 2 passes per round at 0.3x the recipe's lr (0.0018), and a KD term (weight 1)
+4 rounds to 80%, 2 passes per round at 0.3x the recipe's lr (0.0018), and a KD term (weight 3)
 toward the run's dense student next to the victim's answers (``--teacher-weight``).
 """
 
@@ -388,7 +388,7 @@ if __name__ == "__main__":
     parser.add_argument("--epochs", type=float, default=2.0, help="0: the run's recipe")
     parser.add_argument("--start", default="student", choices=["student", "init"])
     parser.add_argument("--lr", type=float, default=0.0018, help="0: the run's (0.006)")
-    parser.add_argument("--teacher-weight", type=float, default=1.0, help="KD toward the dense")
+    parser.add_argument("--teacher-weight", type=float, default=3.0, help="KD toward the dense")
     parser.add_argument("--work", help="keep the run directories here (default: a temp dir)")
     parser.add_argument("--reuse", action="store_true", help="prune runs already in --work")
     parser.add_argument("--no-write", action="store_true", help="print only")
