@@ -76,7 +76,9 @@ async def test_prada_store_two_processes_at_once_lose_no_query_and_free_the_lock
         for _, (v, c) in sorted(zip((v.queries for v in verdicts), batches, strict=True)):
             for vector, label in zip(v, c, strict=True):
                 observe(reference, config, vector, int(label))
-        assert loaded.queries == reference.queries == 240 and loaded.w == reference.w
+        # a store that reloaded the state computes W from float32 distances: equal to rounding
+        assert loaded.queries == reference.queries == 240
+        assert loaded.w == pytest.approx(reference.w, rel=1e-6)
         for label, cls in reference.classes.items():
             np.testing.assert_array_equal(loaded.classes[label].members, cls.members)
 
