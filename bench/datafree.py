@@ -1,5 +1,6 @@
 """Data-free extraction: top-1 agreement vs queries of the DFME-style video generator attack
-(writes bench/results/datafree.json and datafree.png, replaced whole on every run).
+(writes bench/results/datafree.json and datafree.png, or ``--results NAME``, replaced whole on
+every run).
 
 The attacker's own stage (``attacker.stages.datafree.collect_datafree``) runs against the real
 victim app in process (``httpx.ASGITransport``: real lifespan, real accounting and Lua budget
@@ -185,7 +186,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         # Partial results after every point, so a run stopped early still leaves its curve.
         if not args.no_write:
             partial = {**header, "complete": False, "runs": [*runs, {"name": name, "curve": curve}]}
-            _write(partial)
+            _write(partial, args.results)
 
     overrides = json.loads(args.set) if args.set else {}
     runs: list[dict[str, Any]] = []
@@ -268,6 +269,9 @@ def main() -> None:
     )
     parser.add_argument("--work", default=None, help="directory for temporary run data")
     parser.add_argument("--no-write", action="store_true", help="print only; keep results files")
+    parser.add_argument(
+        "--results", default="datafree", help="results name: bench/results/NAME.json and .png"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("VIDSTEAL_THREADS", str(args.threads))
@@ -275,13 +279,13 @@ def main() -> None:
     if args.no_write:
         print(json.dumps(result, indent=1)[-3000:])
         return
-    path = _write(result)
-    print(f"wrote {path} and {RESULTS / 'datafree.png'}")
+    path = _write(result, args.results)
+    print(f"wrote {path} and {RESULTS / f'{args.results}.png'}")
 
 
-def _write(result: dict[str, Any]) -> Path:
-    path = write_result("datafree", result)
-    plot({**result, "git_commit": git_commit()}, RESULTS / "datafree.png")
+def _write(result: dict[str, Any], name: str) -> Path:
+    path = write_result(name, result)
+    plot({**result, "git_commit": git_commit()}, RESULTS / f"{name}.png")
     return path
 
 

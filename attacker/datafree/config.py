@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = ["DataFreeSection", "GeneratorSection"]
 
@@ -47,6 +47,14 @@ class DataFreeSection(_Strict):
     student_steps: Annotated[int, Field(ge=0, le=100)] = 3
     student_batch: Annotated[int, Field(ge=1, le=1024)] = 64
     student_lr: Annotated[float, Field(gt=0)] = 2e-3
+    # constant, or cosine from student_lr down to 5% of it over the run's budget.
+    student_schedule: Literal["constant", "cosine"] = "constant"
+    # Experience replay (MAZE): after each round's paid steps, ``replay_steps`` more student
+    # steps on ``student_batch`` answers drawn from the last ``replay_size`` answered clips (no
+    # query; the buffer lives in memory, T x H x W x 3 bytes a clip, and restarts empty when a
+    # run resumes from its checkpoint). 0: off.
+    replay_size: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+    replay_steps: Annotated[int, Field(ge=0, le=100)] = 0
     # Train the student on the probes' answers too (near-duplicates of the generated clips).
     student_on_probes: bool = False
     # l1: mean absolute error between mean-centred logits (DFME); kl: KL at ``temperature``.
@@ -57,6 +65,12 @@ class DataFreeSection(_Strict):
     # Generator and student state saved every this many queries (resume after a crash).
     checkpoint_every: Annotated[int, Field(ge=1)] = 20_000
     threads: Annotated[int, Field(ge=0)] = 0  # torch threads (0: torch's default)
+
+    @model_validator(mode="after")
+    def _replay_needs_a_buffer(self) -> DataFreeSection:
+        if (self.replay_steps > 0) != (self.replay_size > 0):
+            raise ValueError("replay_size and replay_steps are both 0 (off) or both > 0")
+        return self
 
     @property
     def generator_queries(self) -> int:

@@ -13,6 +13,9 @@ Each round:
 2. **Student steps.** ``student_steps`` times: fresh generated clips (no gradient), the victim's
    answers (paid), one optimiser step of the student towards them (L1 on logits, or KL). The
    generator step's own clips (already answered) give the student one more step.
+3. **Replay** (``replay_steps`` > 0, MAZE): more student steps on answers drawn from the last
+   ``replay_size`` answered clips, no query. ``student_schedule: cosine`` decays the student's
+   learning rate over the run's budget.
 
 Every query goes through :class:`~attacker.datafree.oracle.PaidOracle`; the loop stops when it
 says the run's target, allowance or the victim ended it. Deterministic for a seed at a fixed
@@ -21,6 +24,7 @@ number of torch threads, so a rerun regenerates the same clips and finds them in
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -35,6 +39,7 @@ from attacker.datafree.answers import answer_logits
 from attacker.datafree.config import DataFreeSection
 from attacker.datafree.generators import VideoGenerator
 from attacker.datafree.oracle import PaidOracle
+from attacker.datafree.replay import ReplayBuffer
 from attacker.datafree.zeroth_order import forward_difference_gradient, lattice_probes
 from attacker.students import StudentModel, StudentPreprocessing
 from attacker.students.preprocess import segment_middle_indices
@@ -45,6 +50,7 @@ __all__ = [
     "DataFreeState",
     "RoundHook",
     "quantise",
+    "scheduled_lr",
     "student_input",
     "student_loss",
 ]
@@ -158,6 +164,7 @@ class DataFreeLoop:
         self.mode = OutputMode(mode)
         self.num_classes = num_classes
         self.prep = state.student.student_config.preprocessing
+        self.replay = ReplayBuffer(settings.replay_size) if settings.replay_size > 0 else None
 
     async def run(
         self,
@@ -184,6 +191,7 @@ class DataFreeLoop:
                 not self.s.train_generator or self.oracle.remaining < self.s.generator_queries
             ):
                 ok = await self._student_step(log)
+            self._replay_steps(log)
             state.rounds += 1
             state.clips = self.oracle.stats.clips
             log["clips"] = float(state.clips)
@@ -255,6 +263,7 @@ class DataFreeLoop:
         log["zo_grad_norm"] = float(victim_grad.norm() / s.batch)
         # The generated clips are answered already: one student step on them, for free.
         log["student_loss"] = self._train_student(torch.from_numpy(base), v0)
+        self._remember(torch.from_numpy(base), v0)
         if s.student_on_probes:
             self._train_student(probes.reshape(-1, *base.shape[1:]), vp.reshape(-1, v.shape[1]))
         return True
@@ -272,11 +281,27 @@ class DataFreeLoop:
         count = len(answers.results)
         v = answer_logits(answers.results, self.mode, self.num_classes, floor=s.probability_floor)
         log["student_loss"] = self._train_student(torch.from_numpy(clips[:count]), v)
+        self._remember(torch.from_numpy(clips[:count]), v)
         return answers.complete
+
+    def _remember(self, clips: Tensor, target: Tensor) -> None:
+        if self.replay is not None:
+            self.replay.add(clips, target)
+
+    def _replay_steps(self, log: dict[str, float]) -> None:
+        """Extra student steps on answers already paid for (no query)."""
+        if self.replay is None or len(self.replay) < self.s.student_batch:
+            return
+        for _ in range(self.s.replay_steps):
+            clips, target = self.replay.sample(self.s.student_batch, self.state.rng)
+            log["replay_loss"] = self._train_student(clips, target)
 
     def _train_student(self, clips: Tensor, target: Tensor) -> float:
         student = self.state.student
         student.train()
+        progress = self.oracle.stats.clips / max(1, self.oracle.target)
+        for group in self.state.student_opt.param_groups:
+            group["lr"] = scheduled_lr(self.s.student_lr, self.s.student_schedule, progress)
         x = student_input(clips.to(torch.float32).div_(255.0), self.prep)
         loss = student_loss(
             student(x), target, kind=self.s.student_loss, temperature=self.s.temperature
@@ -286,6 +311,17 @@ class DataFreeLoop:
         nn.utils.clip_grad_norm_(student.parameters(), 2.0)
         self.state.student_opt.step()
         return float(loss.detach())
+
+
+def scheduled_lr(base: float, schedule: str, progress: float, *, floor: float = 0.05) -> float:
+    """``base`` (constant), or its cosine decay to ``floor x base`` as ``progress`` (the share of
+    the run's clips answered so far) goes from 0 to 1."""
+    if schedule == "constant":
+        return base
+    if schedule != "cosine":
+        raise ValueError(f"unknown learning-rate schedule {schedule!r}")
+    p = min(1.0, max(0.0, progress))
+    return base * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * p)))
 
 
 def _class_entropy(classes: Tensor, num_classes: int) -> float:

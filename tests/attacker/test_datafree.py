@@ -1,8 +1,10 @@
 """The data-free attack's parts: generators with temporal structure, the forward-difference
-estimate against a known gradient, answers -> logits, differentiable student input, config."""
+estimate against a known gradient, answers -> logits, differentiable student input, config,
+the replay buffer and the student's learning-rate schedule."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,8 @@ import torch
 from attacker.config import ConfigError, load_config, validate_config
 from attacker.datafree.answers import DataFreeError, answer_logits, check_output_mode
 from attacker.datafree.generators import GENERATORS, build_generator
-from attacker.datafree.loop import quantise, student_input, student_loss
+from attacker.datafree.loop import quantise, scheduled_lr, student_input, student_loss
+from attacker.datafree.replay import ReplayBuffer
 from attacker.datafree.zeroth_order import forward_difference_gradient, lattice_probes
 from attacker.students import StudentPreprocessing, student_preprocess
 
@@ -152,3 +155,59 @@ def test_config_needs_held_out_clips_from_somewhere() -> None:
         validate_config(data)
     with pytest.raises(ConfigError, match="directions"):
         validate_config(_minimal(datafree={"directions": 0}))
+
+
+def test_replay_config_needs_both_a_buffer_and_steps() -> None:
+    with pytest.raises(ConfigError, match="replay_size and replay_steps"):
+        validate_config(_minimal(datafree={"replay_steps": 2}))
+    with pytest.raises(ConfigError, match="replay_size and replay_steps"):
+        validate_config(_minimal(datafree={"replay_size": 100}))
+    config = validate_config(_minimal(datafree={"replay_size": 100, "replay_steps": 2}))
+    assert config.query.datafree is not None and config.query.datafree.replay_steps == 2
+
+
+def _clips(first: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clips whose every pixel is their index, and targets equal to it: rows stay identifiable."""
+    ids = torch.arange(first, first + count)
+    clips = ids.view(-1, 1, 1, 1, 1).expand(count, 2, 3, 3, 3).to(torch.uint8).contiguous()
+    return clips, ids.view(-1, 1).float().expand(count, 4).contiguous()
+
+
+def test_replay_buffer_keeps_the_newest_answers_with_their_targets() -> None:
+    buffer = ReplayBuffer(capacity=5)
+    buffer.add(*_clips(0, 3))
+    assert len(buffer) == 3
+    buffer.add(*_clips(3, 4))  # 7 added into 5 slots: 0 and 1 are gone
+    assert len(buffer) == 5
+    clips, targets = buffer.sample(200, torch.Generator().manual_seed(0))
+    ids = clips[:, 0, 0, 0, 0].long()
+    assert set(ids.tolist()) == {2, 3, 4, 5, 6}
+    assert torch.equal(targets[:, 0].long(), ids)  # each clip comes back with its own target
+    buffer.add(*_clips(10, 8))  # more than the capacity at once: the last 5 of them
+    ids = buffer.sample(200, torch.Generator().manual_seed(1))[0][:, 0, 0, 0, 0]
+    assert set(ids.tolist()) == {13, 14, 15, 16, 17}
+
+
+def test_replay_buffer_refuses_float_clips_and_sampling_when_empty() -> None:
+    buffer = ReplayBuffer(capacity=2)
+    with pytest.raises(ValueError, match="empty"):
+        buffer.sample(1, torch.Generator())
+    clips, targets = _clips(0, 2)
+    with pytest.raises(TypeError, match="uint8"):
+        buffer.add(clips.float(), targets)
+    with pytest.raises(ValueError, match="2 clips but 1 targets"):
+        buffer.add(clips, targets[:1])
+    with pytest.raises(ValueError, match="capacity"):
+        ReplayBuffer(0)
+
+
+def test_cosine_schedule_decays_the_student_lr_to_its_floor() -> None:
+    assert scheduled_lr(0.002, "constant", 0.9) == 0.002
+    assert scheduled_lr(0.002, "cosine", 0.0) == pytest.approx(0.002)
+    assert scheduled_lr(0.002, "cosine", 0.5) == pytest.approx(0.002 * (0.05 + 0.95 * 0.5))
+    assert scheduled_lr(0.002, "cosine", 1.0) == pytest.approx(0.0001)
+    assert scheduled_lr(0.002, "cosine", 7.0) == pytest.approx(0.0001)  # past the budget
+    rates = [scheduled_lr(1.0, "cosine", p / 10) for p in range(11)]
+    assert all(a > b for a, b in itertools.pairwise(rates))
+    with pytest.raises(ValueError, match="unknown"):
+        scheduled_lr(1.0, "step", 0.5)

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+import torch
 import yaml
 from helpers.services import REPO
 from helpers.victim import budget_of, create_key
@@ -89,6 +90,32 @@ async def test_datafree_spends_exactly_counts_probes_reruns_free_and_resumes(
     assert more["collect"]["paid"] == 25 and more["collect"]["cache_hits"] == 75
     assert (await budget_of(victim_app, attack["api_key"]))["spent"] == 100
     assert len(TransferSet(run / "transfer")) == 100
+
+
+async def test_datafree_with_replay_and_cosine_spends_exactly_and_trains_on_old_answers(
+    victim_transport: httpx.ASGITransport,
+    victim_app: httpx.AsyncClient,
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    attack = await create_key(victim_app, budget=60, output="probs")
+    evaluation = await create_key(victim_app, budget=16, output="label")
+    config = _config(tmp_path, redis_url, attack["api_key"], evaluation["api_key"], budget=60)
+    settings = config.query.datafree.model_copy(
+        update={"replay_size": 32, "replay_steps": 2, "student_schedule": "cosine"}
+    )
+    config = config.model_copy(
+        update={"query": config.query.model_copy(update={"datafree": settings})}
+    )
+    report = await run_attack(config, transport=victim_transport, show_progress=False)
+    assert report["collect"]["paid"] == 60
+    assert (await budget_of(victim_app, attack["api_key"]))["spent"] == 60  # replay pays nothing
+    state = torch.load(tmp_path / "run" / STATE_FILE, weights_only=True)
+    replayed = [h["replay_loss"] for h in state["history"] if "replay_loss" in h]
+    assert replayed and all(loss >= 0 for loss in replayed)
+    # The cosine schedule left the student's learning rate near its floor at the budget's end.
+    lr = state["student_opt"]["param_groups"][0]["lr"]
+    assert lr < 0.2 * settings.student_lr
 
 
 @pytest.mark.parametrize("output", ["topk", "label"])
