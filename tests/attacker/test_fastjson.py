@@ -1,4 +1,5 @@
-"""The attacker's JSON parser reads every text as the standard library does."""
+"""The attacker's JSON reads every text as the standard library does, and writes texts it reads
+back to the same value."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 
 import pytest
 
-from attacker.fastjson import loads
+from attacker.fastjson import dumps, loads
 
 TEXTS = [
     '{"i":0,"hash":"ab","recipe":{"v":1,"shift":[0.26706435127268885,-1e-07]},"paid":false}',
@@ -31,3 +32,20 @@ def test_texts_only_the_standard_library_reads_still_parse() -> None:
 def test_invalid_json_is_a_value_error() -> None:
     with pytest.raises(ValueError):
         loads('{"i": 0,')
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_written_compactly_and_read_back_to_the_same_value(text: str) -> None:
+    value = json.loads(text)
+    written = dumps(value)
+    assert json.loads(written) == value
+    assert ": " not in written and ", " not in written
+
+
+def test_non_string_keys_are_written_as_the_standard_library_writes_them() -> None:
+    assert json.loads(dumps({1: "a", "b": [1, 2]})) == {"1": "a", "b": [1, 2]}
+
+
+def test_non_finite_floats_are_written_as_null() -> None:
+    pytest.importorskip("orjson")  # the standard library's fallback writes NaN
+    assert loads(dumps({"score": float("nan"), "probs": [0.5]})) == {"score": None, "probs": [0.5]}
