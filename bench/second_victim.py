@@ -122,7 +122,7 @@ def train(steps: int, batch: int, lr: float) -> tuple[nn.Module, list[dict[str, 
         optimizer.step()
         if (step + 1) % 250 == 0 or step + 1 == steps:
             acc = accuracy(model, held_out, 500, 0)
-            history.append({"step": step + 1, "loss": round(float(loss), 4), "held_out_top1": acc})
+            history.append({"step": step + 1, "loss": round(loss.item(), 4), "held_out_top1": acc})
             print(json.dumps({**history[-1], "s": round(time.perf_counter() - started)}))
     return model.eval(), history
 
