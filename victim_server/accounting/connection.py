@@ -6,6 +6,8 @@ That is safe because every command the victim sends is idempotent by constructio
 full-value writes, and Lua scripts keyed by a request or operation id (a second run of a reserve,
 release, top-up or key creation finds its own record and changes nothing). Timeouts are not
 retried: the command may still be running, and the ledger settles those by request id instead.
+A timeout while *opening* a connection is the exception: nothing was sent yet, so it is retried
+like a refused connection (a stalled event loop on a starved CPU can miss the connect deadline).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import redis as redis_package
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -51,7 +54,31 @@ def connect_redis(
         health_check_interval=5,
         **_driver_info(),
     )
+    pool.connection_class = _connect_timeouts_retried(pool.connection_class)
     return Redis(connection_pool=pool)
+
+
+class _ConnectTimeoutIsConnectionError:
+    """Mixed into the pool's connection class: a timed-out connect raises ConnectionError,
+    which the connection's Retry policy retries, where redis-py raises TimeoutError."""
+
+    async def _connect(self) -> None:
+        try:
+            await super()._connect()  # type: ignore[misc]
+        except TimeoutError as exc:  # asyncio.TimeoutError is this class on 3.11+
+            raise RedisConnectionError("Timeout connecting to server") from exc
+
+
+def _connect_timeouts_retried(
+    connection_class: type[AbstractConnection],
+) -> type[AbstractConnection]:
+    if issubclass(connection_class, _ConnectTimeoutIsConnectionError):
+        return connection_class
+    return type(
+        f"ConnectRetried{connection_class.__name__}",
+        (_ConnectTimeoutIsConnectionError, connection_class),
+        {},
+    )
 
 
 def _driver_info() -> dict[str, Any]:
