@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 import pytest
+import redis.exceptions
 import redis.utils
 
 from victim_server.accounting.connection import connect_redis
@@ -55,8 +56,6 @@ async def test_a_connect_that_times_out_is_retried(
 
 async def test_a_command_that_times_out_is_not_retried(redis_url: str) -> None:
     """Only the connect is retried: a command past its deadline may still run in Redis."""
-    import redis.exceptions
-
     client = connect_redis(redis_url, timeout_s=0.2)
     try:
         await client.config_resetstat()

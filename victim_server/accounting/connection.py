@@ -72,8 +72,6 @@ class _ConnectTimeoutIsConnectionError:
 def _connect_timeouts_retried(
     connection_class: type[AbstractConnection],
 ) -> type[AbstractConnection]:
-    if issubclass(connection_class, _ConnectTimeoutIsConnectionError):
-        return connection_class
     return type(
         f"ConnectRetried{connection_class.__name__}",
         (_ConnectTimeoutIsConnectionError, connection_class),
