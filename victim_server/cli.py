@@ -375,4 +375,5 @@ def serve_command(
         port=settings.port,
         workers=workers,
         log_level=log_level,
+        timeout_keep_alive=settings.keep_alive_s,
     )

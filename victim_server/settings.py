@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # An idle HTTP connection is closed after this long. It must outlast clients' own idle expiry
+    # (httpx: 5 s, uvicorn's default too): a server that closes first races a client reusing the
+    # connection, and the client's request fails with a read error having never been answered.
+    keep_alive_s: int = Field(default=75, ge=1)
 
     model: str = "embedded"
     weights: Path | None = None
