@@ -54,6 +54,8 @@ p.add_argument("--amp", action="store_true")
 p.add_argument("--mixup", type=float, default=0.0)  # Beta(alpha, alpha) mixing of clips and targets
 # extra passes over the whole set at the last point
 p.add_argument("--final-epochs", type=float, default=0.0)
+# draw clips with probability ~ count(victim top-1 class)^-balance among the clips so far (0: off)
+p.add_argument("--balance", type=float, default=0.0)
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 torch.manual_seed(a.seed)
@@ -182,6 +184,11 @@ for point in a.points:
     if point == a.points[-1]:
         steps += math.ceil(a.final_epochs * n / a.bs)
     prev = n
+    draw = None
+    if a.balance > 0:
+        counts = np.bincount(label[:n].numpy(), minlength=16).astype(float)
+        draw = counts[label[:n].numpy()] ** -a.balance
+        draw /= draw.sum()
     opt = torch.optim.AdamW(groups(student), lr=a.lr)
     if a.ema and ema is None:
         ema = copy.deepcopy(student)
@@ -195,7 +202,7 @@ for point in a.points:
         )
         for g in opt.param_groups:
             g["lr"] = lr
-        idx = rng.integers(0, n, a.bs)
+        idx = rng.choice(n, a.bs, p=draw) if draw is not None else rng.integers(0, n, a.bs)
         x = student_preprocess(clips[idx], prep)
         x = augment(x)
         tb, yb = tgt[idx], label[idx]
