@@ -97,6 +97,13 @@ for _strategy in ACTIVE_STRATEGIES:
         "train": SOFT_LOSS,
         "select": {"strategy": _strategy, "pool_factor": 8},
     }
+# Balanced selection on the thinner answers: the student scores the candidates, so it needs
+# nothing from the victim but the paid answers, whatever their form.
+ATTACKS["active-balanced-topk5"] = {**ATTACKS["active-balanced"], "output": "topk", "top_k": 5}
+ATTACKS["active-balanced-label"] = {
+    **{k: v for k, v in ATTACKS["active-balanced"].items() if k != "train"},
+    "output": "label",
+}
 # KnockoffNets-style bandit over source kinds (its arms: the parts of a mix, equal weights).
 ATTACKS["active-bandit"] = {
     "output": "probs",
