@@ -34,7 +34,10 @@ def _ask(conn: socket.socket) -> bytes:
         if line.lower().startswith(b"content-length:")
     )
     while len(body) < length:
-        body += conn.recv(4096)
+        chunk = conn.recv(4096)
+        if not chunk:  # closed mid-answer: not a whole answer
+            return b""
+        body += chunk
     return head
 
 
