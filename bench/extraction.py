@@ -104,6 +104,12 @@ ATTACKS["active-balanced-label"] = {
     **{k: v for k, v in ATTACKS["active-balanced"].items() if k != "train"},
     "output": "label",
 }
+# The grey box with balanced selection: the mix keeps its weights (5% labelled natural clips in
+# every round), the strategy picks within each part.
+ATTACKS["active-balanced-grey-box"] = {
+    **ATTACKS["grey-box-5pct-labelled"],
+    "select": {"strategy": "balanced", "pool_factor": 8},
+}
 # KnockoffNets-style bandit over source kinds (its arms: the parts of a mix, equal weights).
 ATTACKS["active-bandit"] = {
     "output": "probs",

@@ -18,7 +18,12 @@ class SelectConfig(BaseModel):
     space; ``balanced`` for the clips that even out the classes the victim has answered so far
     (by the student's guess of each candidate's class); ``bandit`` (KnockoffNets-style) learns
     which part of a ``mix`` source to draw from, rewarded by the student's loss on the answers
-    each part brought."""
+    each part brought.
+
+    On a ``mix`` source the pool strategies keep the mix's weights: each part's share of a
+    round comes from the mix's schedule and the strategy picks within each part (drawing
+    ``pool_factor`` candidates of that part per clip bought), so a 5% labelled part stays 5% of
+    what is paid for, whichever clips the student prefers."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -135,6 +135,20 @@ class MixSource:
             emitted += 1
             yield self.part_clip(part, query)
 
+    def next_parts(
+        self, counts: Sequence[int], k: int, active: Sequence[bool] | None = None
+    ) -> list[int]:
+        """The part of each of the next ``k`` clips on the schedule, once part ``i`` has
+        emitted ``counts[i]`` (parts not ``active``, e.g. run out, are skipped)."""
+        emitted = list(counts)
+        live = [True] * len(self.parts) if active is None else list(active)
+        order = []
+        for _ in range(k if any(live) else 0):
+            part = _most_owed(self.weights, emitted, live, sum(emitted) + 1)
+            emitted[part] += 1
+            order.append(part)
+        return order
+
     def part_clip(self, part: int, query: QueryClip) -> QueryClip:
         """``query``, emitted by part ``part``, as the mix emits it (its recipe wrapped)."""
         recipe = {

@@ -42,7 +42,9 @@ _SELECT_STREAM = 53  # seeds the strategy's own random choices apart from the so
 @dataclass
 class _Picker:
     """Draws each round's clips: from the pool by strategy, or from the mix part the bandit
-    picks."""
+    picks. A mix keeps its weights under a pool strategy: each part's share of a round comes
+    from the mix's schedule and the strategy picks within each part, so selection changes
+    which clips of a part are bought, never how many (a 5% labelled part stays 5%)."""
 
     select: SelectConfig
     live: Iterator[QueryClip]
@@ -51,6 +53,8 @@ class _Picker:
     bought: set[str] = field(default_factory=set)
     mix: MixSource | None = None
     arms: list[Iterator[QueryClip]] = field(default_factory=list)
+    part_counts: list[int] = field(default_factory=list)
+    part_live: list[bool] = field(default_factory=list)
     bandit: SourceBandit | None = None
     log: list[dict[str, Any]] = field(default_factory=list)
 
@@ -66,32 +70,87 @@ class _Picker:
         if self.bandit is not None and self.mix is not None:
             arms = self.bandit.draw(size)
             return [self.mix.part_clip(int(a), next(self.arms[int(a)])) for a in arms]
-        drawn = size if student is None else size * self.select.pool_factor
-        pool = self._fresh(drawn)
-        if student is None or len(pool) <= size:
-            chosen = list(range(min(size, len(pool))))
-        else:
-            scores = score_pool(student, np.stack([q.clip for q in pool]), precision=self.precision)
-            chosen = [
-                int(i)
-                for i in choose(
-                    self.select.strategy,
-                    scores,
-                    size,
-                    self.rng,
-                    centres=centres() if self.select.strategy == "coreset" else None,
-                    bought_classes=bought_classes,
-                )
-            ]
+        if self.mix is not None:
+            return self._pick_by_part(size, student, centres, bought_classes)
+        pool = self._fresh(self.live, self._drawn(size, student))
+        chosen, _ = self._choose(pool, size, student, centres, bought_classes)
         self.log.append({"pool": len(pool), "chosen": len(chosen)})
         return [pool[i] for i in chosen]
 
-    def _fresh(self, count: int) -> list[QueryClip]:
-        """``count`` clips from the live stream that were not bought already (a resumed run's
+    def count(self, sent: list[QueryClip]) -> None:
+        """Advance the mix's schedule past clips sent without picking (a rerun's replay)."""
+        for query in sent:
+            if self.mix is not None:
+                self.part_counts[int(query.recipe.get("part", 0))] += 1
+
+    def _drawn(self, size: int, student: StudentModel | None) -> int:
+        return size if student is None else size * self.select.pool_factor
+
+    def _choose(
+        self,
+        pool: list[QueryClip],
+        size: int,
+        student: StudentModel | None,
+        centres: Callable[[], np.ndarray],
+        bought_classes: np.ndarray,
+    ) -> tuple[list[int], np.ndarray]:
+        """Pool indices to buy and the student's predicted class of each (empty unscored)."""
+        if student is None or len(pool) <= size:
+            return list(range(min(size, len(pool)))), np.empty(0, np.int64)
+        scores = score_pool(student, np.stack([q.clip for q in pool]), precision=self.precision)
+        chosen = choose(
+            self.select.strategy,
+            scores,
+            size,
+            self.rng,
+            centres=centres() if self.select.strategy == "coreset" else None,
+            bought_classes=bought_classes,
+        )
+        return [int(i) for i in chosen], scores.logits[chosen].argmax(axis=1)
+
+    def _pick_by_part(
+        self,
+        size: int,
+        student: StudentModel | None,
+        centres: Callable[[], np.ndarray],
+        bought_classes: np.ndarray,
+    ) -> list[QueryClip]:
+        assert self.mix is not None
+        classes = bought_classes.astype(np.int64, copy=True)
+        picked: list[QueryClip] = []
+        entry: dict[str, Any] = {"pool": 0, "chosen": 0, "parts": {}}
+        while len(picked) < size and any(self.part_live):
+            plan = self.mix.next_parts(self.part_counts, size - len(picked), self.part_live)
+            by_part: dict[int, list[QueryClip]] = {}
+            for part in sorted(set(plan)):
+                want = plan.count(part)
+                pool = self._fresh(self.arms[part], self._drawn(want, student))
+                chosen, predicted = self._choose(pool, want, student, centres, classes)
+                # balanced: the next part evens out the classes this one has just bought
+                np.add.at(classes, predicted, 1)
+                by_part[part] = [self.mix.part_clip(part, pool[i]) for i in chosen]
+                self.part_counts[part] += len(chosen)
+                name = self.mix.parts[part][0]
+                seen = entry["parts"].setdefault(name, {"pool": 0, "chosen": 0})
+                seen["pool"] += len(pool)
+                seen["chosen"] += len(chosen)
+                entry["pool"] += len(pool)
+                entry["chosen"] += len(chosen)
+                if len(chosen) < want:  # the part has run out
+                    self.part_live[part] = False
+                    if self.mix.on_exhausted == "stop":
+                        self.part_live = [False] * len(self.part_live)
+            queues = {part: iter(clips) for part, clips in by_part.items()}
+            picked.extend(q for part in plan if (q := next(queues[part], None)) is not None)
+        self.log.append(entry)
+        return picked
+
+    def _fresh(self, stream: Iterator[QueryClip], count: int) -> list[QueryClip]:
+        """``count`` clips from ``stream`` that were not bought already (a resumed run's
         replayed clips may come round again)."""
         pool: list[QueryClip] = []
         while len(pool) < count:
-            batch = list(itertools.islice(self.live, count - len(pool)))
+            batch = list(itertools.islice(stream, count - len(pool)))
             if not batch:
                 break
             hashes = batch_hashes(np.stack([q.clip for q in batch]))
@@ -115,11 +174,14 @@ def _picker(config: AttackConfig, select: SelectConfig, shape: ClipShape) -> _Pi
     source = build_source(config.query.source, shape=shape, seed=config.seed)
     rng = np.random.default_rng([config.seed, _SELECT_STREAM])
     picker = _Picker(select, iter(source), rng, config.train.precision)
-    if select.strategy == "bandit":
-        assert isinstance(source, MixSource)  # the config validator insists on a mix
+    if isinstance(source, MixSource):
         picker.mix = source
         picker.arms = [iter(part) for _, part, _ in source.parts]
-        picker.bandit = SourceBandit(len(source.parts), step=select.bandit_step, rng=rng)
+        picker.part_counts = [0] * len(source.parts)
+        picker.part_live = [True] * len(source.parts)
+    if select.strategy == "bandit":
+        assert picker.mix is not None  # the config validator insists on a mix
+        picker.bandit = SourceBandit(len(picker.mix.parts), step=select.bandit_step, rng=rng)
     return picker
 
 
@@ -195,6 +257,7 @@ async def collect_and_train_in_rounds(
         for number, size in enumerate(round_sizes(config.budget, select.rounds), start=1):
             student = trainer.student
             replayed = list(itertools.islice(replay, size))
+            picker.count(replayed)
 
             def centres(student: StudentModel | None = student) -> np.ndarray:
                 bought = TransferSet(root)

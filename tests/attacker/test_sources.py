@@ -32,7 +32,7 @@ from attacker.sources import (
     recreate_clip,
 )
 from attacker.sources._resample import sample_bilinear
-from attacker.sources.mix import schedule
+from attacker.sources.mix import MixSource, schedule
 from attacker.sources.videos import VideoFolderSource
 from shared.synthactions import SynthActions
 from shared.synthactions.__main__ import main as write_synthactions_npz
@@ -585,6 +585,30 @@ def test_mix_schedule_is_smooth_for_three_parts() -> None:
         for part, weight in enumerate([0.1, 0.2, 0.7]):
             assert abs(counts[part] - weight * n) < 1.0
     assert schedule([1.0, 1.0], 4) == [0, 1, 0, 1]
+
+
+def test_mix_schedule_continues_from_any_counts() -> None:
+    """Active selection asks the mix for the parts of each round's clips, round after round."""
+    config = {
+        "kind": "mix",
+        "parts": [
+            {"source": {"kind": "noise"}, "weight": 0.05},
+            {"source": {"kind": "noise"}, "weight": 0.35},
+            {"source": {"kind": "noise"}, "weight": 0.6},
+        ],
+    }
+    mix = build_source(config, shape=SHAPE, seed=0)
+    assert isinstance(mix, MixSource)
+    full = schedule([0.05, 0.35, 0.6], 300)
+    counts = [0, 0, 0]
+    for start, end in [(0, 37), (37, 100), (100, 101), (101, 300)]:
+        assert mix.next_parts(counts, end - start) == full[start:end]
+        for part in full[start:end]:
+            counts[part] += 1
+    # A part that ran out is skipped; the others take its clips.
+    skipped = mix.next_parts([0, 0, 0], 20, [True, False, True])
+    assert len(skipped) == 20 and set(skipped) == {0, 2}
+    assert mix.next_parts([0, 0, 0], 5, [False, False, False]) == []
 
 
 def test_mix_part_names_and_seeds() -> None:

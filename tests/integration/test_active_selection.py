@@ -125,6 +125,56 @@ async def test_bandit_draws_from_the_parts_of_a_mix_and_records_its_policy(
     assert parts == {0, 1}
 
 
+@pytest.mark.parametrize("strategy", ["balanced", "entropy"])
+async def test_a_mix_keeps_its_weights_under_selection(
+    victim_transport: httpx.ASGITransport,
+    victim_app: httpx.AsyncClient,
+    redis_url: str,
+    tmp_path: Path,
+    strategy: str,
+) -> None:
+    """Grey box with selection: the strategy picks within each part of the mix, so the labelled
+    natural clips stay exactly their share of every round, whatever the student prefers."""
+    mix = {
+        "kind": "mix",
+        "parts": [
+            {"source": {"kind": "synthactions", "seed": 7, "labelled": True}, "weight": 0.25},
+            {"source": {"kind": "stacked_affine", "layered": 0.8}, "weight": 0.75},
+        ],
+    }
+    config, attack = await _config(
+        victim_app,
+        redis_url,
+        tmp_path / "run",
+        48,
+        **{"query.source": mix, "query.select.strategy": strategy},
+    )
+    report = await run_attack(config, transport=victim_transport, show_progress=False)
+    assert report["collect"]["paid"] == 48
+    assert (await budget_of(victim_app, attack["api_key"]))["spent"] == 48
+    records = TransferSet(tmp_path / "run" / "transfer").records
+    for start in (0, 16, 32):  # each round of 16: 4 natural, 12 affine
+        parts = [r.recipe["part"] for r in records[start : start + 16]]
+        assert parts.count(0) == 4 and parts.count(1) == 12
+    assert all((r.true_label is not None) == (r.recipe["part"] == 0) for r in records)
+    pools = report["collect"]["extra"]["select"]["pools"]
+    # Rounds after the first choose 4 of 12 natural and 12 of 36 affine candidates.
+    later_round = {
+        "pool": 48,
+        "chosen": 16,
+        "parts": {
+            "synthactions": {"pool": 12, "chosen": 4},
+            "stacked_affine": {"pool": 36, "chosen": 12},
+        },
+    }
+    assert pools[1:] == [later_round, later_round]
+
+    again = await run_attack(config, transport=victim_transport, show_progress=False)
+    assert again["collect"]["paid"] == 0 and again["collect"]["cache_hits"] == 48
+    rerun = TransferSet(tmp_path / "run" / "transfer").records
+    assert [r.clip_hash for r in rerun] == [r.clip_hash for r in records]
+
+
 def test_bandit_without_a_mix_and_selection_with_stealth_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="bandit chooses between the parts of a mix"):
         load_config(
