@@ -38,7 +38,10 @@ EVAL_SOURCE: dict[str, Any] = {"kind": "synthactions", "seed": 424242, "labelled
 POINTS = [1250, 2500, 5000, 10000, 20000]
 
 # The recipe every attack uses (attacker defaults, spelled out so the results file carries it).
-STUDENT: dict[str, Any] = {"architecture": "tiny3d", "kwargs": {"widths": [24, 48, 96, 192]}}
+STUDENT: dict[str, Any] = {
+    "architecture": "tiny3d",
+    "kwargs": {"widths": [24, 48, 96, 192], "blocks": [1, 3, 3, 1]},
+}
 TRAIN: dict[str, Any] = {
     "plan": "continual",
     "epochs": 16,
