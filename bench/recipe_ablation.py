@@ -7,7 +7,8 @@ code kept so that the recipe notes in the README can be re-run:
 
     .venv/bin/python bench/recipe_ablation.py --data /tmp/lab/aff20k.npz --eval /tmp/lab/eval.npz \
         --threads 1 --points 1250 2500 5000 --incremental --epochs-per-point 16 --lr 6e-3 --T 4 \
-        --amp --kw '{"frame_differences": true, "widths": [24, 48, 96, 192], "blocks": [1, 3, 3, 1]}'
+        --amp \
+        --kw '{"frame_differences": true, "widths": [24, 48, 96, 192], "blocks": [1, 3, 3, 1]}'
 
 Results of the runs behind the README's table: bench/results/recipe_ablation.json.
 """
