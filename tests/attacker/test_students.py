@@ -472,6 +472,24 @@ def _moving_square_clips(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]
     return student_preprocess(clips, prep), torch.from_numpy(labels)
 
 
+def test_tiny3d_blocks_deepen_a_stage_and_only_its_first_convolution_strides() -> None:
+    shallow = create_student("tiny3d", num_classes=5, widths=[4, 8, 8, 16])
+    deep = create_student("tiny3d", num_classes=5, widths=[4, 8, 8, 16], blocks=[1, 3, 3, 1])
+
+    def convs(model: nn.Module) -> list[nn.Conv3d]:
+        return [m for m in model.modules() if isinstance(m, nn.Conv3d)]
+
+    assert len(convs(shallow)) == 4 and len(convs(deep)) == 8
+    strides = [conv.stride for conv in convs(deep)]
+    one = (1, 1, 1)
+    assert strides == [(1, 2, 2), (2, 2, 2), one, one, (2, 2, 2), one, one, one]
+    x = torch.randn(2, 3, 16, 32, 32)
+    assert deep(x).shape == (2, 5)
+    # The same output resolution as the shallow net: depth is added, not downsampling.
+    assert deep.backbone.features(deep.backbone.differences(x)).shape[2:] == (4, 4, 4)
+    assert student_config(deep).arch_kwargs["blocks"] == [1, 3, 3, 1]
+
+
 @pytest.mark.parametrize("name", TINY_STUDENTS)
 def test_tiny_students_learn_a_motion_only_task(name: str) -> None:
     torch.manual_seed(5)

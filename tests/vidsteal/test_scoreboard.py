@@ -11,10 +11,16 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import yaml
 
 from attacker.data import TransferManifest, TransferSet, TransferSetWriter
 from vidsteal.scoreboard import ScoreboardSpec, SpecError, run_scoreboard, write_outputs
-from vidsteal.scoreboard.attacks import prefix_stable, recipe_without_stream, scoreboard_attacks
+from vidsteal.scoreboard.attacks import (
+    STUDENT,
+    prefix_stable,
+    recipe_without_stream,
+    scoreboard_attacks,
+)
 from vidsteal.scoreboard.panel import DetectorPanel, available_detectors, replay_requests
 from vidsteal.scoreboard.render import agreement_matrix, alarm_matrix, markdown
 from vidsteal.scoreboard.streams import (
@@ -226,3 +232,17 @@ def test_small_scoreboard_end_to_end(tmp_path: Path) -> None:
     assert saved["benign"]["sessions"]["queries"] == spec.benign
     assert saved["benign"]["videos"]["queries"] == spec.benign_videos
     assert not any(c["false_alarm_sessions"] for c in columns["detectors"].values())
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.mark.parametrize(
+    "example",
+    sorted(p.name for p in EXAMPLES.glob("*.yaml") if p.name != "datafree_generator.yaml"),
+)
+def test_every_example_trains_the_student_the_benchmarks_measure(example: str) -> None:
+    # The benches and the scoreboard report what the examples' student reaches; a user copying
+    # an example must get that student. (The data-free example trains its own, smaller one.)
+    config = yaml.safe_load((EXAMPLES / example).read_text(encoding="utf-8"))
+    assert config["student"] == STUDENT
