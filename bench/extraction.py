@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import multiprocessing
 import os
@@ -150,6 +151,23 @@ GOALS = {
     "probs-stacked-affine@5000 vs knockoffnets-art@5000": ">= +0.10",
 }
 METRICS = ("top1_agreement", "top5_agreement", "accuracy")
+# The library each peer needs (a bench-only extra), checked before any job starts.
+PEER_MODULES = {"art": ("art", "adversarial-robustness-toolbox (pip install -e '.[bench]')")}
+
+
+def missing_peers(attacks: list[str]) -> list[str]:
+    """One line per requested attack whose peer library does not import."""
+    problems = []
+    for name in attacks:
+        peer = ATTACKS[name].get("peer")
+        if peer is None:
+            continue
+        module, package = PEER_MODULES[peer]
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            problems.append(f"{name} needs {package}")
+    return problems
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -226,6 +244,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if args.victim_labels:
         env["VIDSTEAL_LABELS"] = str(Path(args.victim_labels).resolve())
     runs: list[dict[str, Any]] = []
+    failed: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         redis = start_redis(tmp / "redis")
@@ -267,7 +286,15 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
                 futures = [pool.submit(run_job, job) for job in jobs]
                 for future in as_completed(futures):
-                    run = future.result()
+                    try:
+                        run = future.result()
+                    except Exception as exc:  # keep the other jobs' results
+                        job = jobs[futures.index(future)]
+                        failed.append(
+                            {"attack": job["attack"], "seed": job["seed"], "error": repr(exc)}
+                        )
+                        print(f"{job['attack']} seed {job['seed']} FAILED: {exc!r}", flush=True)
+                        continue
                     runs.append(run)
                     final = run["points"][-1]
                     print(
@@ -281,6 +308,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     attacks: dict[str, Any] = {}
     for name in args.attacks:
         mine = sorted((r for r in runs if r["attack"] == name), key=lambda r: r["seed"])
+        if not mine:
+            continue
         spec = ATTACKS[name]
         attacks[name] = {
             "output": spec["output"],
@@ -303,6 +332,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "command": " ".join(sys.argv),
         "goals": GOALS,
         "attacks": attacks,
+        "failed": failed,
     }
 
 
@@ -372,8 +402,12 @@ if __name__ == "__main__":
     parser.add_argument("--victim-input", help="its input spec, e.g. 16x32x32")
     parser.add_argument("--victim-labels", help="its labels file")
     arguments = parser.parse_args()
+    if problems := missing_peers(arguments.attacks):
+        sys.exit("error: " + "; ".join(problems))
     out = main(arguments)
     path = write_result(arguments.results, out)
     plot(out, RESULTS / f"{arguments.results}.png")
     print(table(out))
     print(f"wrote {path}")
+    if out["failed"]:
+        sys.exit(f"error: {len(out['failed'])} job(s) failed (listed under 'failed' in {path})")
