@@ -15,16 +15,19 @@ in turn:
 Efficiency = bare CPU per clip / server CPU per clip (targets: >= 0.95 for 32-clip requests,
 >= 0.80 for 1-clip requests). The bare model runs at batch 32; for 1-clip requests, whose
 micro-batches hold only a few clips, it is also measured at the mean micro-batch the server ran
-in that load (its ``vidsteal_batch_clips`` histogram), ``efficiency_1_clip_same_batch``: the
-model alone costs more per clip in a small batch, which the batch-32 figure charges to the
-server; batched / unbatched = clips per second of (3) over (4), wall clock
+in that load (its ``vidsteal_batch_clips`` histogram), ``efficiency_1_clip_same_batch``, and so
+for 32-clip requests, which the server joins into batches of 64 (``..._32_clip_same_batch``):
+the model's own cost per clip changes with the batch (here it is lower in a batch of 8 than of
+32), which the batch-32 figure charges to, or credits to, the server;
+batched / unbatched = clips per second of (3) over (4), wall clock
 (target >= 3x). Medians over the runs. redis-server's CPU per clip is reported beside it.
 
 Non-model overhead: a victim process serving a no-op model (``bench/_noop_victim.py``), 1-clip
 requests at concurrency 1 with an ``Idempotency-Key`` from a key with the OOD detector on: the
 server's own request-latency histogram (``vidsteal_request_seconds``, ASGI entry to response
 end: auth, decode, reserve, batcher, detection, answer, commit) gives the p50; /proc gives server
-and redis-server CPU per request (target: p50 <= 1 ms).
+and redis-server CPU per request (target: p50 <= 1 ms), and redis-server's read count its
+round trips per request (the reserve, then the OOD update and the commit in one pipeline).
 
 Writes bench/results/victim_throughput.json.  Run:
     OMP_NUM_THREADS=1 .venv/bin/python bench/victim_throughput.py [--runs 5]
@@ -52,6 +55,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import redis
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -116,10 +120,12 @@ async def load(
     requests: int,
     server_pid: int,
     redis_pid: int,
+    redis_url: str | None = None,
     time_limit_s: float = 240.0,
 ) -> dict[str, float]:
     """``requests`` classify calls (fresh Idempotency-Key each), ``concurrency`` at a time;
-    CPU of the server and redis-server processes over exactly that window."""
+    CPU of the server and redis-server processes over exactly that window, and with
+    ``redis_url`` the reads redis-server made from its sockets (its round trips) per request."""
     body = encode_npy(CLIPS[:clips_per_request])
     headers = {"Authorization": f"Bearer {api_key}", "Content-Type": NPY_CONTENT_TYPE}
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -149,15 +155,19 @@ async def load(
                 await one()
 
         batches0 = batch_histogram((await client.get("/metrics")).text)
+        reads0 = redis_reads(redis_url)
         server0, redis0 = process_cpu_seconds(server_pid), process_cpu_seconds(redis_pid)
         wall0 = time.perf_counter()
         await asyncio.gather(*[worker() for _ in range(concurrency)])
         wall = time.perf_counter() - wall0
         server_cpu = process_cpu_seconds(server_pid) - server0
         redis_cpu = process_cpu_seconds(redis_pid) - redis0
+        reads = redis_reads(redis_url) - reads0 - 1  # less the second INFO's own read
         batches1 = batch_histogram((await client.get("/metrics")).text)
     clips = len(latencies) * clips_per_request
+    per_request = {"redis_reads_per_request": reads / len(latencies)} if redis_url else {}
     return {
+        **per_request,
         "requests": len(latencies),
         "clips": clips,
         "clips_per_s": clips / wall,
@@ -168,6 +178,18 @@ async def load(
         # clips per forward pass the server ran in this window (its vidsteal_batch_clips)
         "mean_batch_clips": (batches1[0] - batches0[0]) / max(1.0, batches1[1] - batches0[1]),
     }
+
+
+def redis_reads(url: str | None) -> int:
+    """redis-server's ``total_reads_processed``: one per batch of commands it read from a
+    socket, so a pipeline counts once (0 without a URL)."""
+    if url is None:
+        return 0
+    client = redis.Redis.from_url(url)
+    try:
+        return int(client.info("stats")["total_reads_processed"])
+    finally:
+        client.close()
 
 
 def batch_histogram(metrics_text: str) -> tuple[float, float]:
@@ -262,6 +284,7 @@ async def noop_overhead(redis_url: str, redis_pid: int, tmp: Path, requests: int
             requests=requests,
             server_pid=process.pid,
             redis_pid=redis_pid,
+            redis_url=redis_url,
         )
         after = httpx.get(f"{victim.url}/metrics", timeout=30).text
     finally:
@@ -277,6 +300,8 @@ async def noop_overhead(redis_url: str, redis_pid: int, tmp: Path, requests: int
         "server_cpu_ms_per_clip": measured["server_cpu_ms_per_clip"],
         "redis_cpu_ms_per_clip": measured["redis_cpu_ms_per_clip"],
         "client_seen_p50_ms": measured["p50_ms"],
+        # reserve, then the OOD update and the Idempotency-Key commit in one pipelined write
+        "redis_round_trips_per_request": measured["redis_reads_per_request"],
         "detector": "ood",
         "idempotency_key": True,
         "max_wait_ms": 0,
@@ -340,6 +365,10 @@ async def main(runs: int, requests_1: int, requests_32: int) -> dict[str, Any]:
                     server_pid=unbatched.process.pid,
                     **common,
                 )
+                big_batch = max(1, round(big["mean_batch_clips"]))
+                bare_big = bare_cpu_per_clip(
+                    forward, batch=big_batch, batches=max(8, 768 // big_batch)
+                )
                 same_batch = max(1, round(small["mean_batch_clips"]))
                 bare_same = bare_cpu_per_clip(
                     forward, batch=same_batch, batches=max(8, 256 // same_batch)
@@ -347,10 +376,13 @@ async def main(runs: int, requests_1: int, requests_32: int) -> dict[str, Any]:
                 entry: dict[str, Any] = {
                     "bare_model_batch_32": bare,
                     "bare_model_at_1_clip_batch_size": {"batch": same_batch, **bare_same},
+                    "bare_model_at_32_clip_batch_size": {"batch": big_batch, **bare_big},
                     "http_32_clip_requests": big,
                     "http_1_clip_batched": small,
                     "http_1_clip_unbatched": single,
                     "efficiency_32_clip": bare["cpu_ms_per_clip"] / big["server_cpu_ms_per_clip"],
+                    "efficiency_32_clip_same_batch": bare_big["cpu_ms_per_clip"]
+                    / big["server_cpu_ms_per_clip"],
                     "efficiency_1_clip": bare["cpu_ms_per_clip"] / small["server_cpu_ms_per_clip"],
                     "efficiency_1_clip_same_batch": bare_same["cpu_ms_per_clip"]
                     / small["server_cpu_ms_per_clip"],
@@ -360,13 +392,15 @@ async def main(runs: int, requests_1: int, requests_32: int) -> dict[str, Any]:
                 }
                 print(
                     "  bare {:.2f} ms/clip; server 32-clip {:.2f}, 1-clip {:.2f}, unbatched {:.2f}"
-                    " ms/clip; efficiency {:.2f} / {:.2f} ({:.2f} against the bare model at the"
-                    " server's batch, {}); batched/unbatched {:.2f}x".format(
+                    " ms/clip; efficiency {:.2f} ({:.2f} at the server's batch, {}) /"
+                    " {:.2f} ({:.2f} at the server's batch, {}); batched/unbatched {:.2f}x".format(
                         bare["cpu_ms_per_clip"],
                         big["server_cpu_ms_per_clip"],
                         small["server_cpu_ms_per_clip"],
                         single["server_cpu_ms_per_clip"],
                         entry["efficiency_32_clip"],
+                        entry["efficiency_32_clip_same_batch"],
+                        big_batch,
                         entry["efficiency_1_clip"],
                         entry["efficiency_1_clip_same_batch"],
                         same_batch,
@@ -404,6 +438,7 @@ async def main(runs: int, requests_1: int, requests_32: int) -> dict[str, Any]:
                 [r["bare_model_batch_32"]["cpu_ms_per_clip"] for r in per_run]
             ),
             "efficiency_32_clip": med("efficiency_32_clip"),
+            "efficiency_32_clip_same_batch": med("efficiency_32_clip_same_batch"),
             "efficiency_1_clip": med("efficiency_1_clip"),
             "efficiency_1_clip_same_batch": med("efficiency_1_clip_same_batch"),
             "mean_batch_clips_1_clip": median(
@@ -433,8 +468,9 @@ if __name__ == "__main__":
     m = out["median"]
     o = out["overhead_noop_model"]
     print(
-        f"medians of {args.runs} runs: efficiency 32-clip {m['efficiency_32_clip']:.2f}, "
-        f"1-clip {m['efficiency_1_clip']:.2f}, {m['efficiency_1_clip_same_batch']:.2f} against "
+        f"medians of {args.runs} runs: efficiency 32-clip {m['efficiency_32_clip']:.2f} "
+        f"({m['efficiency_32_clip_same_batch']:.2f} at the server's batch), "
+        f"1-clip {m['efficiency_1_clip']:.2f} ({m['efficiency_1_clip_same_batch']:.2f}) against "
         f"the bare model at the server's batch (bare {m['bare_model_cpu_ms_per_clip']:.2f} ms "
         f"CPU/clip); batched/unbatched {m['batched_over_unbatched']:.2f}x wall, "
         f"{m['batched_over_unbatched_cpu']:.2f}x CPU"
@@ -442,7 +478,8 @@ if __name__ == "__main__":
     print(
         f"no-op model: server-side p50 {o['server_side_p50_ms']:.2f} ms "
         f"({100 * o['server_side_within_1ms']:.0f}% within 1 ms); CPU per clip server "
-        f"{o['server_cpu_ms_per_clip']:.2f} ms + redis {o['redis_cpu_ms_per_clip']:.2f} ms"
+        f"{o['server_cpu_ms_per_clip']:.2f} ms + redis {o['redis_cpu_ms_per_clip']:.2f} ms; "
+        f"{o['redis_round_trips_per_request']:.2f} Redis round trips per request"
     )
     if not args.no_write:
         print(f"wrote {write_result('victim_throughput', out)}")

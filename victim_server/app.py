@@ -38,6 +38,7 @@ from victim_server.inference.runner import (
 from victim_server.metrics import VictimMetrics
 from victim_server.models import create_model, model_config
 from victim_server.models.embedded import packaged_weights_path
+from victim_server.script_pipeline import ScriptPipeline
 from victim_server.services import Services
 from victim_server.settings import Settings
 
@@ -83,6 +84,8 @@ def create_app(
             metrics.inference_seconds.observe(seconds)
 
         store = redis or connect_redis(settings.redis_url, timeout_s=settings.redis_timeout_s)
+        # The request path's scripts (reserve, commit, OOD update): one round trip per loop turn.
+        scripts = ScriptPipeline(store)
         binary = connect_redis(settings.redis_url, timeout_s=settings.redis_timeout_s, decode=False)
         config = runner.config
         embedding = load_embedding(
@@ -101,6 +104,7 @@ def create_app(
                 embedding=embedding,
                 ood=ood,
                 seat_weights=settings.seat_weights,
+                scripts=scripts,
             ),
             metrics,
             throttle_retry_after_s=settings.throttle_retry_after_s,
@@ -118,6 +122,7 @@ def create_app(
             idempotency_ttl_s=settings.idempotency_ttl_s,
             abandoned_after_s=settings.abandoned_after_s,
             reservation_ttl_s=settings.reservation_ttl_s,
+            scripts=scripts,
         )
         app.state.services = Services(
             settings=settings,

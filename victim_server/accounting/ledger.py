@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 
 from victim_server.accounting import keyspace, lua
 from victim_server.coalesce import Coalescer
+from victim_server.script_pipeline import ScriptPipeline
 
 NO_IDEMPOTENCY = "-"
 NO_RESERVATION = "-"
@@ -74,14 +75,18 @@ class Ledger:
         idempotency_ttl_s: int = 24 * 3600,
         abandoned_after_s: float = 60.0,
         reservation_ttl_s: int = 600,
+        scripts: ScriptPipeline | None = None,
     ) -> None:
+        """``scripts``: the pipeline the ledger's scripts share with other writers of the
+        request path (one round trip for all of a loop turn's calls); its own by default."""
         self._redis = redis
         self._ttl = idempotency_ttl_s
         self._abandoned_after = abandoned_after_s
         self._reservation_ttl = reservation_ttl_s
-        self._reserve = redis.register_script(lua.RESERVE)
-        self._release = redis.register_script(lua.RELEASE)
-        self._commit = redis.register_script(lua.COMMIT)
+        scripts = scripts or ScriptPipeline(redis)
+        self._reserve = scripts.register(lua.RESERVE)
+        self._release = scripts.register(lua.RELEASE)
+        self._commit = scripts.register(lua.COMMIT)
         self._commit_together: Coalescer[str, _Commit, None] = Coalescer(self._commit_group)
 
     async def reserve(

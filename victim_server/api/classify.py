@@ -152,7 +152,11 @@ async def _classify(
     if reservation.status not in (ReserveStatus.OK, ReserveStatus.TAKEOVER):
         return _not_reserved(reservation, key, n, services)
     try:
-        response = await _answer(clips, key, services, reservation, request_id, poison, arrival)
+        answer, unobserved = await _answer(
+            clips, key, services, reservation, request_id, poison, arrival
+        )
+        body = answer.model_dump_json(exclude_none=True)
+        await _record(services, key, unobserved, request_id, idempotency_key, fingerprint, body)
     except BaseException as exc:
         settlement = await asyncio.shield(
             services.reconciler.settle(
@@ -164,20 +168,6 @@ async def _classify(
             if budget is not None:
                 metrics.budget_remaining.labels(key.key_id).set(budget.remaining)
         raise _failure_problem(exc, key, n, services, settlement) from exc
-    body = response.model_dump_json(exclude_none=True)
-    if idempotency_key:
-        try:
-            await services.ledger.commit(
-                key.key_id,
-                idempotency_key=idempotency_key,
-                fingerprint=fingerprint,
-                response_json=body,
-                request_id=request_id,
-            )
-        except RedisError as exc:
-            # The answer is charged and computed: deliver it. A retry with this key waits until
-            # the pending record counts as abandoned and then inherits this charge (no second).
-            log.warning("commit of request %s failed (%s): answered anyway", request_id, exc)
     metrics.queries.labels(key.key_id, "accepted").inc(n)
     return Response(content=body, media_type="application/json")
 
@@ -190,29 +180,30 @@ async def _answer(
     request_id: str,
     poison: bool,
     arrival: Arrival,
-) -> ClassifyResponse:
-    """Everything between charging and answering; any failure here is given back."""
+) -> tuple[ClassifyResponse, Observation | None]:
+    """Everything between charging and answering; any failure here is given back. Also returns
+    the observation still to be fed to the key's detector (None when it was fed already)."""
     output = await services.batcher.submit(
         clips, arrival=arrival, embed=key.detection.detector == "seat"
     )
     config = services.model_config
     logits = output.logits
-    verdict = await services.detection.observe(
-        key.key_id,
-        key.detection,
-        Observation(
-            clips,
-            logits,
-            output.features,
-            delta=key.detection.delta,
-            embeddings=output.embeddings,
-        ),
+    observation = Observation(
+        clips,
+        logits,
+        output.features,
+        delta=key.detection.delta,
+        embeddings=output.embeddings,
     )
-    if verdict is not None and verdict.alarm and key.detection.action == "poison":
-        poison = True
+    unobserved: Observation | None = observation
+    if key.detection.action == "poison":  # this batch's verdict decides this answer
+        verdict = await services.detection.observe(key.key_id, key.detection, observation)
+        unobserved = None
+        if verdict is not None and verdict.alarm:
+            poison = True
     if poison:
         services.metrics.poisoned.inc(len(clips))
-    return ClassifyResponse(
+    answer = ClassifyResponse(
         model=config.model_tag,
         output=key.output,
         top_k=key.top_k if key.output is OutputMode.TOPK else None,
@@ -229,6 +220,50 @@ async def _answer(
         budget=_budget_after(key, reservation),
         request_id=request_id,
     )
+    return answer, unobserved
+
+
+async def _record(
+    services: Services,
+    key: ApiKey,
+    unobserved: Observation | None,
+    request_id: str,
+    idempotency_key: str | None,
+    fingerprint: str,
+    body: str,
+) -> None:
+    """The detector's update and the answer's commit for Idempotency-Key replay, made in one
+    loop turn so that they go to Redis in one round trip (ScriptPipeline).
+
+    The answer is charged and computed, so a Redis failure of either write is logged and the
+    answer delivered: a retry with this Idempotency-Key inherits the charge once the pending
+    record counts as abandoned, and detection fails open (as when its lock is busy)."""
+    observe = (
+        services.detection.observe(key.key_id, key.detection, unobserved)
+        if unobserved is not None
+        else _nothing()
+    )
+    commit = (
+        services.ledger.commit(
+            key.key_id,
+            idempotency_key=idempotency_key,
+            fingerprint=fingerprint,
+            response_json=body,
+            request_id=request_id,
+        )
+        if idempotency_key
+        else _nothing()
+    )
+    observed, committed = await asyncio.gather(observe, commit, return_exceptions=True)
+    for outcome, what in ((committed, "commit"), (observed, "detector update")):
+        if isinstance(outcome, RedisError):
+            log.warning("%s of request %s failed (%s): answered anyway", what, request_id, outcome)
+        elif isinstance(outcome, BaseException):
+            raise outcome
+
+
+async def _nothing() -> None:
+    return None
 
 
 async def _refuse_when_spent(key: ApiKey, services: Services, idempotency_key: str | None) -> None:

@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from shared.detection.ood import OodCalibration
 from victim_server.accounting import keyspace
 from victim_server.detection.base import DetectorUnavailable, Observation, Verdict
+from victim_server.script_pipeline import ScriptPipeline
 
 __all__ = [
     "CUSUM_SCRIPT",
@@ -64,10 +65,17 @@ return {text, q, f, alarm or '', redis.call('HGET', KEYS[1], 'alarm_at') or '', 
 class OodDetector:
     name = "ood"
 
-    def __init__(self, redis: Redis, calibration: OodCalibration | None) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        calibration: OodCalibration | None,
+        scripts: ScriptPipeline | None = None,
+    ) -> None:
+        """``scripts``: the pipeline the update shares with the request's other writes (the
+        Idempotency-Key commit), so both cost one round trip; its own by default."""
         self._redis = redis
         self.calibration = calibration
-        self._script = redis.register_script(CUSUM_SCRIPT)
+        self._script = (scripts or ScriptPipeline(redis)).register(CUSUM_SCRIPT)
 
     def check(self) -> None:
         if self.calibration is None:

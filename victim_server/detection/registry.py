@@ -17,6 +17,7 @@ from victim_server.detection.prada import (
 )
 from victim_server.detection.seat import SeatDetector
 from victim_server.detection.store import PradaStore
+from victim_server.script_pipeline import ScriptPipeline
 
 __all__ = ["FEATURE_SET_BOUND", "STATISTICS_SET_BOUND", "build_detectors"]
 
@@ -33,9 +34,11 @@ def build_detectors(
     embedding: NaturalnessEmbedding,
     ood: OodCalibration | None,
     seat_weights: Path | None = None,
+    scripts: ScriptPipeline | None = None,
 ) -> dict[str, Detector]:
     """``redis`` must return bytes (PRADA's sets and SEAT's ring are binary). ``seat_weights``:
-    the SEAT encoder (default: the committed one)."""
+    the SEAT encoder (default: the committed one). ``scripts``: the pipeline the OOD
+    monitor's update shares with the ledger's commit (its replies may be text)."""
     no_features = None if feature_dim else "the served model exposes no penultimate features"
     return {
         "prada": PradaDetector(
@@ -51,6 +54,6 @@ def build_detectors(
             statistics_embedding(embedding),
             max_set=STATISTICS_SET_BOUND,
         ),
-        "ood": OodDetector(redis, ood),
+        "ood": OodDetector(redis, ood, scripts),
         "seat": SeatDetector(redis, path=seat_weights),
     }
