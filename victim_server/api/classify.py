@@ -387,18 +387,20 @@ _HASH_ON_LOOP_BYTES = 1 << 20
 
 async def _fingerprint_of(clips: np.ndarray) -> str:
     """Small batches are hashed at once; a large one in a worker thread, since a 64 MB digest
-    would hold the event loop (blake2b lets go of the GIL, so the loop runs meanwhile)."""
+    would hold the event loop (hashlib lets go of the GIL, so the loop runs meanwhile)."""
     if clips.nbytes <= _HASH_ON_LOOP_BYTES:
         return _fingerprint(clips)
     return await anyio.to_thread.run_sync(_fingerprint, clips)
 
 
 def _fingerprint(clips: np.ndarray) -> str:
-    """Identifies the request's content for Idempotency-Key reuse checks."""
-    digest = hashlib.blake2b(digest_size=16)
+    """Identifies the request's content for Idempotency-Key reuse checks: SHA-256, which the
+    CPU's SHA extensions run twice as fast as BLAKE2b here (44 against 93 us for a 1-clip
+    body), cut to 128 bits."""
+    digest = hashlib.sha256()
     digest.update(repr(clips.shape).encode())
     digest.update(np.ascontiguousarray(clips).data)
-    return digest.hexdigest()
+    return digest.hexdigest()[:32]
 
 
 def _budget_after(key: ApiKey, reservation: Reservation) -> BudgetState:
