@@ -6,15 +6,19 @@ predict function calls the victim's HTTP API with the job's key (every answer pa
 request), picks ``budget`` clips at random from a pool of ``2 x budget`` stacked-affine clips
 made by the attacker's own source and seed, and fits the thief with its own loop
 (``PyTorchClassifier.fit``: cross-entropy, which reduces the victim's probabilities to their
-argmax, and AdamW at the attacker's learning rate for the same number of passes as our
-continual recipe spends on 5,000 clips). Fidelity is then measured by the attacker's own
-evaluation on the same held-out clips.
+argmax, for the same number of passes as our continual recipe spends on 5,000 clips) with the
+attacker's optimiser: AdamW at its learning rate, no weight decay on norms and biases, warm-up
+then cosine per step, gradient clipping (:class:`RecipeAdamW`). With plain AdamW at a constant
+6e-3 instead, the deeper student collapsed on one seed of three (top-1 0.130 at 5,000, seed 1,
+at 1ae025a). Fidelity is then measured by the attacker's own evaluation on the same held-out
+clips.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import time
 from typing import Any
 
@@ -27,8 +31,9 @@ from attacker.config import AttackConfig
 from attacker.eval.fidelity import evaluate
 from attacker.sources import ClipShape, build_source
 from attacker.stages.collect import label_eval_set
-from attacker.stages.train import build_student
+from attacker.stages.train import build_student, point_settings
 from attacker.students import StudentModel, student_preprocess
+from attacker.train.loop import TrainSettings, build_optimizer, cosine_factor
 from shared.codec import NPY_CONTENT_TYPE, encode_npy
 
 POOL_FACTOR = 2
@@ -47,6 +52,29 @@ class RawClipStudent(nn.Module):
         prep = self.student.student_config.preprocessing
         out: torch.Tensor = self.student(student_preprocess(clips, prep))
         return out
+
+
+class RecipeAdamW(torch.optim.AdamW):
+    """The attacker's optimiser inside ART's loop, which only calls ``step()``: the groups of
+    :func:`build_optimizer`, and before each step the recipe's warm-up + cosine learning rate
+    for that step and the gradient clipping of ``attacker.train.loop``."""
+
+    def __init__(self, student: StudentModel, settings: TrainSettings, total_steps: int) -> None:
+        super().__init__(build_optimizer(student, settings).param_groups)
+        self._base_lrs = [group["lr"] for group in self.param_groups]
+        self._total = total_steps
+        self._warmup = settings.warmup_steps
+        self._grad_clip = settings.grad_clip
+        self._step = 0
+
+    def step(self, closure: Any = None) -> Any:
+        factor = cosine_factor(self._step, self._total, self._warmup)
+        for group, base in zip(self.param_groups, self._base_lrs, strict=True):
+            group["lr"] = base * factor
+        params = [p for group in self.param_groups for p in group["params"]]
+        nn.utils.clip_grad_norm_(params, self._grad_clip)
+        self._step += 1
+        return super().step(closure)
 
 
 def _victim_predict(url: str, api_key: str) -> Any:
@@ -93,12 +121,14 @@ def run_knockoffnets(config: AttackConfig, *, epochs: float) -> list[dict[str, A
         config, labels=labels, clip_shape=(shape.frames, shape.height, shape.width)
     )
     wrapped = RawClipStudent(student)
+    nb_epochs = max(1, round(epochs))
+    # ART's fit runs every batch, the last partial one too
+    steps = nb_epochs * math.ceil(config.budget / config.train.batch_size)
+    settings = point_settings(config, steps)
     thief = PyTorchClassifier(
         model=wrapped,
         loss=nn.CrossEntropyLoss(),
-        optimizer=torch.optim.AdamW(
-            wrapped.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
-        ),
+        optimizer=RecipeAdamW(student, settings, steps),
         input_shape=input_shape,
         nb_classes=len(labels),
         clip_values=(0, 255),
@@ -108,7 +138,7 @@ def run_knockoffnets(config: AttackConfig, *, epochs: float) -> list[dict[str, A
         classifier=victim,
         batch_size_fit=config.train.batch_size,
         batch_size_query=QUERY_BATCH,
-        nb_epochs=max(1, round(epochs)),
+        nb_epochs=nb_epochs,
         nb_stolen=config.budget,
         sampling_strategy="random",
         use_probability=True,

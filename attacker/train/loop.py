@@ -104,7 +104,8 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if amx or avx512_bf16 else None
 
 
-def _cosine_factor(step: int, total: int, warmup: int) -> float:
+def cosine_factor(step: int, total: int, warmup: int) -> float:
+    """The learning rate's multiplier at ``step`` of ``total``: linear warm-up, then cosine."""
     if step < warmup:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
@@ -213,7 +214,7 @@ def train_student(
                 break
             if plateau is None:
                 factor = (
-                    _cosine_factor(step, total_steps, settings.warmup_steps)
+                    cosine_factor(step, total_steps, settings.warmup_steps)
                     if settings.schedule == "cosine"
                     else min(1.0, (step + 1) / max(1, settings.warmup_steps))  # constant
                 )
