@@ -55,15 +55,20 @@ class Coalescer(Generic[Group, Item, Result]):
             results = await self._run(group, [item for item, _ in calls])
         except BaseException as exc:  # every waiting caller gets it
             for _, future in calls:
-                if future.done():
-                    continue
-                if isinstance(exc, asyncio.CancelledError):
-                    future.cancel()
-                else:
-                    future.set_exception(exc)
+                fail(future, exc)
             if not isinstance(exc, Exception):
                 raise
             return
         for (_, future), result in zip(calls, results, strict=True):
             if not future.done():
                 future.set_result(result)
+
+
+def fail(future: asyncio.Future[Result], exc: BaseException) -> None:
+    """Hand ``exc`` to a caller still waiting on ``future`` (a cancellation cancels it)."""
+    if future.done():
+        return
+    if isinstance(exc, asyncio.CancelledError):
+        future.cancel()
+    else:
+        future.set_exception(exc)

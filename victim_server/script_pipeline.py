@@ -23,6 +23,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, ResponseError
 
+from victim_server.coalesce import fail
+
 Arg = str | bytes | int | float
 
 
@@ -86,13 +88,13 @@ class ScriptPipeline:
                     results[i] = result
         except BaseException as exc:  # the whole write failed: every caller gets it
             for call in calls:
-                _fail(call.future, exc)
+                fail(call.future, exc)
             if not isinstance(exc, Exception):
                 raise
             return
         for call, result in zip(calls, results, strict=True):
             if isinstance(result, ResponseError):
-                _fail(call.future, result)
+                fail(call.future, result)
             elif not call.future.done():
                 call.future.set_result(result)
 
@@ -114,12 +116,3 @@ class ScriptPipeline:
                 pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
             results: list[Any] = await pipe.execute(raise_on_error=False)
         return results
-
-
-def _fail(future: asyncio.Future[Any], exc: BaseException) -> None:
-    if future.done():
-        return
-    if isinstance(exc, asyncio.CancelledError):
-        future.cancel()
-    else:
-        future.set_exception(exc)
