@@ -55,7 +55,7 @@ class ScriptPipeline:
         self.redis = redis
         self._pending: list[_Call] = []
         self._running: set[asyncio.Task[None]] = set()
-        self.round_trips = 0  # pipelines and lone calls sent (tests, metrics)
+        self.round_trips = 0  # pipelines and lone calls sent (read by tests)
 
     def register(self, text: str) -> PipelinedScript:
         return PipelinedScript(self, text)
