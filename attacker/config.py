@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from attacker.active.config import SelectConfig
 from attacker.datafree.config import DataFreeSection
 from attacker.sources import SourceConfig
-from attacker.train.losses import LossSpec
+from attacker.train.losses import LossSpec, Need, get_loss_class
 from shared.schemas import OutputMode
 
 
@@ -97,6 +97,10 @@ class TrainSection(_Strict):
     max_clip_steps: Annotated[int, Field(ge=1)] | None = None
     batch_size: Annotated[int, Field(ge=1)] = 64
     lr: Annotated[float, Field(gt=0)] = 3e-3
+    # A loss that learns from the victim's top-1 label only (`hard_ce`, what `auto` means for a
+    # label-only key) trains at `lr` times this: one-hot targets are a noisier signal than soft
+    # ones, and at the soft-target rate the deeper student collapsed to one class (see README).
+    hard_label_lr_ratio: Annotated[float, Field(gt=0, le=1)] = 1 / 3
     backbone_lr_ratio: Annotated[float, Field(gt=0, le=1)] = 1.0
     weight_decay: Annotated[float, Field(ge=0)] = 0.05
     schedule: Literal["cosine", "plateau"] = "cosine"
@@ -124,6 +128,12 @@ class TrainSection(_Strict):
         ``temperature`` applied (see ``LossSpec.resolve``)."""
         fallback = {} if self.temperature is None else {"temperature": self.temperature}
         return self.loss.resolve(mode, fallback=fallback)
+
+    def lr_for(self, mode: OutputMode | str) -> float:
+        """The learning rate for a key answering in ``mode``: ``lr``, times
+        ``hard_label_lr_ratio`` when the resolved loss learns from labels only."""
+        hard = get_loss_class(self.loss_spec(mode).name).need is Need.LABEL
+        return self.lr * (self.hard_label_lr_ratio if hard else 1.0)
 
 
 class EvalSection(_Strict):

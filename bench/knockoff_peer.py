@@ -35,6 +35,7 @@ from attacker.stages.train import build_student, point_settings
 from attacker.students import StudentModel, student_preprocess
 from attacker.train.loop import TrainSettings, build_optimizer, cosine_factor
 from shared.codec import NPY_CONTENT_TYPE, encode_npy
+from shared.schemas import OutputMode
 
 POOL_FACTOR = 2
 QUERY_BATCH = 32
@@ -124,7 +125,9 @@ def run_knockoffnets(config: AttackConfig, *, epochs: float) -> list[dict[str, A
     nb_epochs = max(1, round(epochs))
     # ART's fit runs every batch, the last partial one too
     steps = nb_epochs * math.ceil(config.budget / config.train.batch_size)
-    settings = point_settings(config, steps)
+    # ART's fit trains a cross-entropy on the argmax of the victim's probabilities: hard labels,
+    # so the peer gets the recipe's rate for a hard-label loss, as our label-only attack does.
+    settings = point_settings(config, steps, OutputMode.LABEL)
     thief = PyTorchClassifier(
         model=wrapped,
         loss=nn.CrossEntropyLoss(),

@@ -57,6 +57,14 @@ p.add_argument("--mixup", type=float, default=0.0)  # Beta(alpha, alpha) mixing 
 p.add_argument("--final-epochs", type=float, default=0.0)
 # draw clips with probability ~ count(victim top-1 class)^-balance among the clips so far (0: off)
 p.add_argument("--balance", type=float, default=0.0)
+# semi-supervised: unpaid clips of the same source, distilled from the EMA teacher (no query)
+p.add_argument("--smooth", type=float, default=0.0)  # label smoothing of the hard-label loss
+p.add_argument("--unlabelled", default="")
+p.add_argument("--unl-weight", type=float, default=1.0)
+p.add_argument("--unl-bs", type=int, default=64)
+p.add_argument("--unl-noise", type=float, default=0.0)  # gaussian noise on the student's view
+p.add_argument("--unl-T", type=float, default=0.0)  # teacher temperature (0: the run's T)
+p.add_argument("--unl-from", type=int, default=0)  # first budget point that uses them
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 torch.manual_seed(a.seed)
@@ -90,6 +98,7 @@ elif a.mode == "label":
     tgt = F.one_hot(label, 16).float()
 else:
     tgt = probs
+unl = np.load(a.unlabelled)["clips"] if a.unlabelled else None
 ev = np.load(a.eval)
 ev_clips = ev["clips"]
 ev_top1 = ev["logits"].argmax(1)
@@ -147,7 +156,7 @@ def evaluate(m):
 def loss_fn(out, tb, yb, trueb):
     T = a.T
     if a.mode == "label":
-        loss_value = F.cross_entropy(out, yb)
+        loss_value = F.cross_entropy(out, yb, label_smoothing=a.smooth)
     else:
         loss_value = (
             F.kl_div(
@@ -212,9 +221,24 @@ for point in a.points:
             perm = torch.randperm(len(idx))
             x = lam * x + (1 - lam) * x[perm]
             tb = lam * tb + (1 - lam) * tb[perm]
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.amp):
-            out = student(x).float()
-        loss = loss_fn(out, tb, yb, torch.from_numpy(true[idx]))
+        if unl is not None and ema is not None and point >= a.unl_from:
+            xu = student_preprocess(unl[rng.integers(0, len(unl), a.unl_bs)], prep)
+            ema.eval()
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.amp):
+                tu = (ema(xu).float() / (a.unl_T or a.T)).softmax(1)
+            if a.unl_noise > 0:
+                xu = xu + a.unl_noise * torch.randn_like(xu)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.amp):
+                both = student(torch.cat([x, xu])).float()
+            out, out_u = both[: len(x)], both[len(x) :]
+            loss = loss_fn(out, tb, yb, torch.from_numpy(true[idx]))
+            loss = loss + a.unl_weight * a.T * a.T * F.kl_div(
+                F.log_softmax(out_u / a.T, 1), tu, reduction="batchmean"
+            )
+        else:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.amp):
+                out = student(x).float()
+            loss = loss_fn(out, tb, yb, torch.from_numpy(true[idx]))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), 2.0)

@@ -182,7 +182,7 @@ def round_train_settings(
     else:
         batches = batches_per_epoch(len(transfer), config.train.batch_size)
         steps = math.ceil(settings.epochs * batches)
-    base = point_settings(config, steps)
+    base = point_settings(config, steps, transfer.manifest.output)
     lr = settings.lr or base.lr
     train = replace(base, lr=lr, seed=config.seed if settings.seed is None else settings.seed)
     if settings.rewind == "finetune":

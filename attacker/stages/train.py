@@ -87,15 +87,17 @@ def budget_points(config: AttackConfig, clips: int) -> list[int]:
 
 
 def train_settings(
-    config: AttackConfig, clips: int, *, epochs: float | None = None
+    config: AttackConfig, clips: int, mode: OutputMode | str, *, epochs: float | None = None
 ) -> TrainSettings:
     """Settings to train a fresh student on ``clips`` clips for ``epochs`` passes (default
     ``train.epochs``), at least ``train.min_steps`` steps, capped by ``train.max_clip_steps``."""
     batches = batches_per_epoch(clips, config.train.batch_size)
-    return point_settings(config, math.ceil((epochs or config.train.epochs) * batches))
+    return point_settings(config, math.ceil((epochs or config.train.epochs) * batches), mode)
 
 
-def point_settings(config: AttackConfig, steps: int) -> TrainSettings:
+def point_settings(config: AttackConfig, steps: int, mode: OutputMode | str) -> TrainSettings:
+    """``steps`` optimiser steps of the run's recipe, at the learning rate for answers in
+    ``mode`` (``train.lr_for``)."""
     t = config.train
     steps = max(steps, t.min_steps, 1)
     if t.max_clip_steps is not None:
@@ -104,7 +106,7 @@ def point_settings(config: AttackConfig, steps: int) -> TrainSettings:
         epochs=1,
         steps=steps,
         batch_size=t.batch_size,
-        lr=t.lr,
+        lr=t.lr_for(mode),
         backbone_lr_ratio=t.backbone_lr_ratio,
         weight_decay=t.weight_decay,
         schedule=t.schedule,
@@ -178,11 +180,12 @@ class ContinualTrainer:
         fresh = config.train.plan == "fresh"
         if fresh or self.student is None:
             self.student = self._new_student()
+        mode = self.manifest.output
         if fresh:
-            settings = train_settings(config, limit)
+            settings = train_settings(config, limit, mode)
         else:
             previous = self.trained_to[-1] if self.trained_to else 0
-            settings = point_settings(config, _continual_steps(config, limit - previous))
+            settings = point_settings(config, _continual_steps(config, limit - previous), mode)
         self.trained_to.append(limit)
         return train_student(
             self.student,

@@ -74,7 +74,7 @@ def train_from_run(
     loss_fn = build_run_loss(config, mode)
     rank, world_size = (0, 1) if distributed is None else (distributed.rank, distributed.world_size)
     count = len(transfer) if limit is None else min(limit, len(transfer))
-    settings = train_settings(config, count, epochs=epochs)
+    settings = train_settings(config, count, mode, epochs=epochs)
     student = build_student(
         config, labels=transfer.manifest.labels, clip_shape=transfer.manifest.clip_shape
     )

@@ -78,12 +78,27 @@ def test_budget_points_and_compute_that_grows_with_the_data(tmp_path: Path) -> N
     config = _config(tmp_path, epochs=4, min_steps=3)
     assert budget_points(config, 48) == [24, 48]
     # A fresh student on N clips: epochs x batches; never fewer than min_steps.
-    assert train_settings(config, 48).steps == 4 * batches_per_epoch(48, 16) == 12
-    assert train_settings(config, 2).steps == 4  # one batch x 4 epochs
-    assert point_settings(config, 1).steps == 3  # min_steps
+    assert train_settings(config, 48, "probs").steps == 4 * batches_per_epoch(48, 16) == 12
+    assert train_settings(config, 2, "probs").steps == 4  # one batch x 4 epochs
+    assert point_settings(config, 1, "probs").steps == 3  # min_steps
     capped = _config(tmp_path, epochs=4, max_clip_steps=64)
-    assert point_settings(capped, 100).steps == 4  # 64 clip-steps / batch 16
-    assert point_settings(config, 100).warmup_steps == 1
+    assert point_settings(capped, 100, "probs").steps == 4  # 64 clip-steps / batch 16
+    assert point_settings(config, 100, "probs").warmup_steps == 1
+
+
+def test_hard_label_losses_train_at_a_fraction_of_the_learning_rate(tmp_path: Path) -> None:
+    config = _config(tmp_path, lr=6e-3)
+    for mode in ("probs", "logits", "topk"):  # soft targets: the configured rate
+        assert point_settings(config, 10, mode).lr == 6e-3
+    assert point_settings(config, 10, "label").lr == pytest.approx(2e-3)  # hard_ce via auto
+    assert train_settings(config, 48, OutputMode.LABEL).lr == pytest.approx(2e-3)
+    # It follows the loss, not the mode: hard_ce named for a probabilities key trains slower too.
+    named = _config(tmp_path, lr=6e-3, loss="hard_ce")
+    assert point_settings(named, 10, "probs").lr == pytest.approx(2e-3)
+    ratio = _config(tmp_path, lr=6e-3, hard_label_lr_ratio=1.0)
+    assert point_settings(ratio, 10, "label").lr == 6e-3
+    with pytest.raises(ValueError, match="hard_label_lr_ratio"):
+        _config(tmp_path, hard_label_lr_ratio=0)
 
 
 def test_the_true_label_weight_reaches_the_loss(tmp_path: Path) -> None:
