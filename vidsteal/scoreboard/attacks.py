@@ -47,6 +47,7 @@ TRAIN: dict[str, Any] = {
     "epochs": 16,
     "batch_size": 64,
     "lr": 6e-3,
+    "hard_label_lr_ratio": 1 / 3,  # a hard-label loss (label-only keys) trains at 2e-3
     "weight_decay": 0.05,
     "warmup_steps": 50,
     "threads": 1,
