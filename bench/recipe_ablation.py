@@ -57,8 +57,8 @@ p.add_argument("--mixup", type=float, default=0.0)  # Beta(alpha, alpha) mixing 
 p.add_argument("--final-epochs", type=float, default=0.0)
 # draw clips with probability ~ count(victim top-1 class)^-balance among the clips so far (0: off)
 p.add_argument("--balance", type=float, default=0.0)
-# semi-supervised: unpaid clips of the same source, distilled from the EMA teacher (no query)
 p.add_argument("--smooth", type=float, default=0.0)  # label smoothing of the hard-label loss
+# semi-supervised: unpaid clips of the same source, distilled from the EMA teacher (no query)
 p.add_argument("--unlabelled", default="")
 p.add_argument("--unl-weight", type=float, default=1.0)
 p.add_argument("--unl-bs", type=int, default=64)
