@@ -4,8 +4,8 @@ The load generator shares the machine's cores, so wall-clock throughput mixes cl
 costs (and, here, other people's processes). The figures that decide are CPU-seconds read from
 ``/proc/PID/stat`` of the victim process (all its threads; the load generator excluded) per clip
 answered, against the bare model's CPU-seconds per clip (preprocess + forward, batches of 32,
-measured in this process with the server's thread settings). Each of ``--runs`` runs measures,
-in turn:
+measured in this process with the server's thread and malloc settings). Each of ``--runs`` runs
+measures, in turn:
 
 1. the bare model at batch 32;
 2. 32-clip ``.npy`` requests at concurrency 8 against the micro-batching victim (defaults);
@@ -63,6 +63,7 @@ from _common import median, percentile, write_result
 from _proc_cpu import process_cpu_seconds
 
 from shared.codec import NPY_CONTENT_TYPE, encode_npy
+from shared.memory import reuse_freed_memory
 from shared.synthactions import SynthActions
 from victim_server.inference.runner import serving_threads
 from vidsteal.processes import (
@@ -74,6 +75,9 @@ from vidsteal.processes import (
 )
 
 THREADS = serving_threads(0)
+# The server keeps freed memory for reuse (its default, reuse_freed_memory); the bare model here
+# runs under the same malloc settings, as under the same thread settings.
+REUSE_FREED_MEMORY = reuse_freed_memory()
 CLIPS = SynthActions(seed=5).batch(0, 64)[0]
 CONCURRENCY = 8
 
@@ -422,6 +426,7 @@ async def main(runs: int, requests_1: int, requests_32: int) -> dict[str, Any]:
     return {
         "threads": THREADS,
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "reuse_freed_memory": REUSE_FREED_MEMORY,
         "config": {
             "runs": runs,
             "concurrency": CONCURRENCY,

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from torch import nn
 
+from shared.memory import reuse_freed_memory
 from shared.schemas import KeyCreate
 from victim_server.accounting.connection import connect_redis
 from victim_server.accounting.keys import KeyStore
@@ -74,6 +75,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.reuse_freed_memory:
+            reuse_freed_memory()  # before the model thread's first allocation
         torch.set_num_threads(serving_threads(settings.threads))
         net = model if model is not None else build_model(settings)
         runner = ModelRunner(net, model_config(net), resolve_device(settings.device))

@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     threads: int = Field(
         default=0, ge=0, description="torch threads; 0: one per core less one (the event loop's)"
     )
+    # Keep freed memory for reuse (glibc malloc, process-wide; shared/memory.py): the model's
+    # large activations otherwise page-fault afresh every batch. Resident memory stays at its peak.
+    reuse_freed_memory: bool = True
 
     max_batch_clips: int = Field(default=64, ge=1)
     # The longest a micro-batch waits for company: requests that announced themselves (being

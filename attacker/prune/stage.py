@@ -20,6 +20,7 @@ from attacker.prune.lottery import PruneOutcome, PruneSettings, run_lottery
 from attacker.prune.report import run_report_section, summarise_rows, write_prune_report
 from attacker.stages.train import build_student
 from attacker.students import StudentModel, export_student
+from attacker.train.process import prepare_training_process
 from shared.schemas import OutputMode
 
 __all__ = ["PRUNE_DIR", "TICKET_FILE", "prune_run"]
@@ -67,8 +68,7 @@ def prune_run(
     inputs = load_run_inputs(run_dir)
     config = inputs.config
     threads = threads or config.train.threads
-    if threads > 0:
-        torch.set_num_threads(threads)
+    prepare_training_process(threads)
     outcome = run_lottery(
         config,
         inputs.transfer,

@@ -36,6 +36,7 @@ from attacker.datafree.loop import DataFreeLoop, DataFreeState, RoundHook, new_s
 from attacker.datafree.oracle import PaidOracle
 from attacker.stages.collect import clip_shape
 from attacker.stages.train import build_student
+from attacker.train.process import prepare_training_process
 from shared.schemas import ModelInfo
 from shared.urls import redact_url
 
@@ -103,8 +104,7 @@ async def collect_datafree(
     if settings is None:
         raise ValueError("collect_datafree needs a query.datafree section")
     mode = check_output_mode(info.output)
-    if settings.threads > 0:
-        torch.set_num_threads(settings.threads)
+    prepare_training_process(settings.threads)
     shape = clip_shape(info)
     identity = answer_identity(client.base_url, info)
     fingerprint = datafree_fingerprint(config, info, identity)

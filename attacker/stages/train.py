@@ -28,6 +28,7 @@ from attacker.students import (
 )
 from attacker.train.loop import TrainResult, TrainSettings, batches_per_epoch, train_student
 from attacker.train.losses import ExtractionLoss, build_loss_from_spec
+from attacker.train.process import prepare_training_process
 from shared.schemas import OutputMode
 
 __all__ = [
@@ -159,8 +160,7 @@ class ContinualTrainer:
         checkpoints: Path | None = None,
         show_progress: bool = True,
     ) -> None:
-        if config.train.threads > 0:
-            torch.set_num_threads(config.train.threads)
+        prepare_training_process(config.train.threads)
         self.config = config
         self.manifest = manifest
         self.loss = build_run_loss(config, OutputMode(manifest.output))

@@ -17,7 +17,6 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-import torch
 import typer
 import yaml
 
@@ -33,6 +32,7 @@ from attacker.stages.train import (
 from attacker.students import export_student
 from attacker.train.distributed import DistributedContext, distributed_from_env, state_checksum
 from attacker.train.loop import train_student
+from attacker.train.process import prepare_training_process
 from shared.schemas import OutputMode
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -67,8 +67,7 @@ def train_from_run(
 ) -> dict[str, Any] | None:
     """Train and (main rank) export; the summary on the main rank, ``None`` on the others."""
     config = load_resolved_config(run_dir)
-    if config.train.threads > 0:
-        torch.set_num_threads(config.train.threads)
+    prepare_training_process(config.train.threads)
     transfer = TransferSet(run_dir / "transfer")
     mode = OutputMode(transfer.manifest.output)
     loss_fn = build_run_loss(config, mode)

@@ -1,0 +1,33 @@
+"""The victim keeps freed memory for reuse when it starts (setting reuse_freed_memory, on)."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi import FastAPI
+
+import victim_server.app as app_module
+from tests.helpers.services import ADMIN_TOKEN
+from victim_server.app import create_app
+from victim_server.settings import Settings
+
+
+async def _start(app: FastAPI) -> None:
+    async with app.router.lifespan_context(app):
+        pass
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+async def test_the_lifespan_applies_the_setting(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, reuse: bool
+) -> None:
+    calls: list[bool] = []
+    monkeypatch.setattr(app_module, "reuse_freed_memory", lambda: calls.append(True) or True)
+    settings = Settings(  # type: ignore[call-arg]
+        admin_token=ADMIN_TOKEN, redis_url=redis_url, threads=1, reuse_freed_memory=reuse
+    )
+    await _start(create_app(settings))
+    assert calls == ([True] if reuse else [])
+
+
+def test_it_is_on_by_default() -> None:
+    assert Settings(admin_token=ADMIN_TOKEN).reuse_freed_memory  # type: ignore[call-arg]
