@@ -82,21 +82,30 @@ CLIPS = SynthActions(seed=5).batch(0, 64)[0]
 CONCURRENCY = 8
 
 
-def bare_forward() -> Callable[[np.ndarray], torch.Tensor]:
-    """The embedded victim's preprocess + forward pass, outside any server, warmed up."""
+def bare_forward(*, traced: bool = False) -> Callable[[np.ndarray], torch.Tensor]:
+    """The embedded victim's preprocess + forward pass, outside any server, warmed up: the eager
+    model, or (``traced``) the frozen trace the server serves on the CPU by default."""
     from victim_server.inference.preprocess import preprocess
+    from victim_server.inference.tracing import eager_forward, traced_forward
     from victim_server.models import create_model, model_config
 
     torch.set_num_threads(THREADS)
     model = create_model("embedded").eval()
     spec = model_config(model).input
+    run = (
+        traced_forward(model, spec, with_features=True)
+        if traced
+        else eager_forward(model, with_features=True)
+    )
+    if run is None:
+        raise RuntimeError("the embedded model did not trace")
 
     @torch.inference_mode()
     def forward(clips: np.ndarray) -> torch.Tensor:
-        out: torch.Tensor = model(preprocess(clips, spec))
-        return out
+        return run(preprocess(clips, spec))[0]
 
-    forward(CLIPS[:32])
+    for _ in range(3):  # the trace optimises itself over its first passes
+        forward(CLIPS[:32])
     return forward
 
 
@@ -112,6 +121,45 @@ def bare_cpu_per_clip(
     return {
         "cpu_ms_per_clip": 1000 * (time.process_time() - cpu0) / n,
         "wall_ms_per_clip": 1000 * (time.perf_counter() - wall0) / n,
+    }
+
+
+def efficiency_names(yardstick_name: str) -> dict[str, str]:
+    """Result keys of one yardstick: the eager model's keep the file's first names."""
+    prefix = "" if yardstick_name == "eager" else f"{yardstick_name}_"
+    return {
+        "model": "bare_model" if yardstick_name == "eager" else f"{yardstick_name}_model",
+        "32": f"efficiency_{prefix}32_clip",
+        "32_same": f"efficiency_{prefix}32_clip_same_batch",
+        "1": f"efficiency_{prefix}1_clip",
+        "1_same": f"efficiency_{prefix}1_clip_same_batch",
+    }
+
+
+def yardstick(
+    name: str,
+    forward: Callable[[np.ndarray], torch.Tensor],
+    bare_32: dict[str, float],
+    *,
+    big: dict[str, Any],
+    small: dict[str, Any],
+    big_batch: int,
+    same_batch: int,
+) -> dict[str, Any]:
+    """Efficiencies of one load against one bare model: at batch 32 and at the server's batch."""
+    keys = efficiency_names(name)
+    at_big = bare_cpu_per_clip(forward, batch=big_batch, batches=max(8, 768 // big_batch))
+    at_same = bare_cpu_per_clip(forward, batch=same_batch, batches=max(8, 256 // same_batch))
+    server_32 = big["server_cpu_ms_per_clip"]
+    server_1 = small["server_cpu_ms_per_clip"]
+    return {
+        f"{keys['model']}_batch_32": bare_32,
+        f"{keys['model']}_at_1_clip_batch_size": {"batch": same_batch, **at_same},
+        f"{keys['model']}_at_32_clip_batch_size": {"batch": big_batch, **at_big},
+        keys["32"]: bare_32["cpu_ms_per_clip"] / server_32,
+        keys["32_same"]: at_big["cpu_ms_per_clip"] / server_32,
+        keys["1"]: bare_32["cpu_ms_per_clip"] / server_1,
+        keys["1_same"]: at_same["cpu_ms_per_clip"] / server_1,
     }
 
 
@@ -317,7 +365,9 @@ def start(redis_url: str, tmp: Path, name: str, admin: str, env: dict[str, str])
 
 
 async def main(runs: int, requests_1: int, requests_32: int) -> dict[str, Any]:
-    forward = bare_forward()
+    # The eager model (what the user brought) and its frozen trace (what the server runs on the
+    # CPU by default): efficiency against each; the trace's is the server's own overhead.
+    forwards = {"eager": bare_forward(), "traced": bare_forward(traced=True)}
     admin = secrets.token_hex(16)
     per_run: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -343,8 +393,8 @@ async def main(runs: int, requests_1: int, requests_32: int) -> dict[str, Any]:
             key_u = create_key(unbatched.url, admin, 10**9)
             for run in range(runs):
                 print(f"run {run + 1}/{runs} ...", flush=True)
-                bare = bare_cpu_per_clip(forward)
-                common = {"concurrency": CONCURRENCY, "redis_pid": redis_pid}
+                bare_32 = {name: bare_cpu_per_clip(f) for name, f in forwards.items()}
+                common: dict[str, Any] = {"concurrency": CONCURRENCY, "redis_pid": redis_pid}
                 big = await load(
                     batched.url,
                     key_b,
@@ -370,48 +420,53 @@ async def main(runs: int, requests_1: int, requests_32: int) -> dict[str, Any]:
                     **common,
                 )
                 big_batch = max(1, round(big["mean_batch_clips"]))
-                bare_big = bare_cpu_per_clip(
-                    forward, batch=big_batch, batches=max(8, 768 // big_batch)
-                )
                 same_batch = max(1, round(small["mean_batch_clips"]))
-                bare_same = bare_cpu_per_clip(
-                    forward, batch=same_batch, batches=max(8, 256 // same_batch)
-                )
                 entry: dict[str, Any] = {
-                    "bare_model_batch_32": bare,
-                    "bare_model_at_1_clip_batch_size": {"batch": same_batch, **bare_same},
-                    "bare_model_at_32_clip_batch_size": {"batch": big_batch, **bare_big},
                     "http_32_clip_requests": big,
                     "http_1_clip_batched": small,
                     "http_1_clip_unbatched": single,
-                    "efficiency_32_clip": bare["cpu_ms_per_clip"] / big["server_cpu_ms_per_clip"],
-                    "efficiency_32_clip_same_batch": bare_big["cpu_ms_per_clip"]
-                    / big["server_cpu_ms_per_clip"],
-                    "efficiency_1_clip": bare["cpu_ms_per_clip"] / small["server_cpu_ms_per_clip"],
-                    "efficiency_1_clip_same_batch": bare_same["cpu_ms_per_clip"]
-                    / small["server_cpu_ms_per_clip"],
                     "batched_over_unbatched": small["clips_per_s"] / single["clips_per_s"],
                     "batched_over_unbatched_cpu": single["server_cpu_ms_per_clip"]
                     / small["server_cpu_ms_per_clip"],
                 }
+                for name, forward in forwards.items():
+                    entry.update(
+                        yardstick(
+                            name,
+                            forward,
+                            bare_32[name],
+                            big=big,
+                            small=small,
+                            big_batch=big_batch,
+                            same_batch=same_batch,
+                        )
+                    )
                 print(
-                    "  bare {:.2f} ms/clip; server 32-clip {:.2f}, 1-clip {:.2f}, unbatched {:.2f}"
-                    " ms/clip; efficiency {:.2f} ({:.2f} at the server's batch, {}) /"
-                    " {:.2f} ({:.2f} at the server's batch, {}); batched/unbatched {:.2f}x".format(
-                        bare["cpu_ms_per_clip"],
+                    "  server CPU per clip: 32-clip {:.2f}, 1-clip {:.2f} (batch {}), unbatched"
+                    " {:.2f} ms; batched/unbatched {:.2f}x".format(
                         big["server_cpu_ms_per_clip"],
                         small["server_cpu_ms_per_clip"],
-                        single["server_cpu_ms_per_clip"],
-                        entry["efficiency_32_clip"],
-                        entry["efficiency_32_clip_same_batch"],
-                        big_batch,
-                        entry["efficiency_1_clip"],
-                        entry["efficiency_1_clip_same_batch"],
                         same_batch,
+                        single["server_cpu_ms_per_clip"],
                         entry["batched_over_unbatched"],
                     ),
                     flush=True,
                 )
+                for name in forwards:
+                    e = efficiency_names(name)
+                    print(
+                        "  against the {} model (batch 32: {:.2f} ms/clip): efficiency 32-clip"
+                        " {:.2f} ({:.2f} at the server's batch, {}), 1-clip {:.2f} ({:.2f})".format(
+                            name,
+                            bare_32[name]["cpu_ms_per_clip"],
+                            entry[e["32"]],
+                            entry[e["32_same"]],
+                            big_batch,
+                            entry[e["1"]],
+                            entry[e["1_same"]],
+                        ),
+                        flush=True,
+                    )
                 per_run.append(entry)
         finally:
             batched.stop()
@@ -436,16 +491,28 @@ async def main(runs: int, requests_1: int, requests_32: int) -> dict[str, Any]:
             "batched_victim": {"max_batch_clips": 64, "max_wait_ms": "default (20)"},
             "unbatched_victim": {"max_batch_clips": 1, "max_wait_ms": 0},
             "clip_shape": list(CLIPS.shape[1:]),
+            "victim_serves": "the traced model (trace_model, its default on the CPU)",
+            "yardsticks": {
+                "eager": "the model as built (bare_model_*, efficiency_*)",
+                "traced": "its frozen trace, as served (traced_model_*, efficiency_traced_*)",
+            },
         },
         "runs": per_run,
         "median": {
-            "bare_model_cpu_ms_per_clip": median(
-                [r["bare_model_batch_32"]["cpu_ms_per_clip"] for r in per_run]
-            ),
-            "efficiency_32_clip": med("efficiency_32_clip"),
-            "efficiency_32_clip_same_batch": med("efficiency_32_clip_same_batch"),
-            "efficiency_1_clip": med("efficiency_1_clip"),
-            "efficiency_1_clip_same_batch": med("efficiency_1_clip_same_batch"),
+            **{
+                f"{efficiency_names(name)['model']}_cpu_ms_per_clip": median(
+                    [
+                        r[f"{efficiency_names(name)['model']}_batch_32"]["cpu_ms_per_clip"]
+                        for r in per_run
+                    ]
+                )
+                for name in forwards
+            },
+            **{
+                key: med(key)
+                for name in forwards
+                for key in list(efficiency_names(name).values())[1:]
+            },
             "mean_batch_clips_1_clip": median(
                 [r["http_1_clip_batched"]["mean_batch_clips"] for r in per_run]
             ),
@@ -472,12 +539,18 @@ if __name__ == "__main__":
     out = asyncio.run(main(args.runs, args.requests_1, args.requests_32))
     m = out["median"]
     o = out["overhead_noop_model"]
+    for name, prefix in (("eager", ""), ("traced", "traced_")):
+        model_key = "bare_model" if name == "eager" else "traced_model"
+        print(
+            f"medians of {args.runs} runs against the {name} model "
+            f"({m[f'{model_key}_cpu_ms_per_clip']:.2f} ms CPU/clip at batch 32): efficiency "
+            f"32-clip {m[f'efficiency_{prefix}32_clip']:.2f} "
+            f"({m[f'efficiency_{prefix}32_clip_same_batch']:.2f} at the server's batch), 1-clip "
+            f"{m[f'efficiency_{prefix}1_clip']:.2f} "
+            f"({m[f'efficiency_{prefix}1_clip_same_batch']:.2f})"
+        )
     print(
-        f"medians of {args.runs} runs: efficiency 32-clip {m['efficiency_32_clip']:.2f} "
-        f"({m['efficiency_32_clip_same_batch']:.2f} at the server's batch), "
-        f"1-clip {m['efficiency_1_clip']:.2f} ({m['efficiency_1_clip_same_batch']:.2f}) against "
-        f"the bare model at the server's batch (bare {m['bare_model_cpu_ms_per_clip']:.2f} ms "
-        f"CPU/clip); batched/unbatched {m['batched_over_unbatched']:.2f}x wall, "
+        f"batched/unbatched {m['batched_over_unbatched']:.2f}x wall, "
         f"{m['batched_over_unbatched_cpu']:.2f}x CPU"
     )
     print(

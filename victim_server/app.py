@@ -79,7 +79,9 @@ def create_app(
             reuse_freed_memory()  # before the model thread's first allocation
         torch.set_num_threads(serving_threads(settings.threads))
         net = model if model is not None else build_model(settings)
-        runner = ModelRunner(net, model_config(net), resolve_device(settings.device))
+        runner = ModelRunner(
+            net, model_config(net), resolve_device(settings.device), trace=settings.trace_model
+        )
         metrics = VictimMetrics()
 
         def observe(clips: int, seconds: float) -> None:

@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     # Keep freed memory for reuse (glibc malloc, process-wide; shared/memory.py): the model's
     # large activations otherwise page-fault afresh every batch. Resident memory stays at its peak.
     reuse_freed_memory: bool = True
+    # On the CPU, serve a frozen TorchScript trace of the model, checked against the eager model's
+    # answers at start-up (eager when it differs or tracing fails): an eager pass takes the GIL
+    # back after every op, and waits for it while the event loop holds it.
+    trace_model: bool = True
 
     max_batch_clips: int = Field(default=64, ge=1)
     # The longest a micro-batch waits for company: requests that announced themselves (being

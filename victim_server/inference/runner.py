@@ -5,15 +5,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
 
 import numpy as np
 import torch
 from torch import nn
 
 from victim_server.inference.preprocess import preprocess
+from victim_server.inference.tracing import Forward, eager_forward, traced_forward
 from victim_server.models.config import ModelConfig
-from victim_server.models.registry import VideoClassifier
 
 
 def serving_threads(requested: int, cpus: int | None = None) -> int:
@@ -54,7 +53,11 @@ Embed = Callable[[np.ndarray], np.ndarray]
 class ModelRunner:
     """Owns the model; called only from the batcher's model thread."""
 
-    def __init__(self, model: nn.Module, config: ModelConfig, device: torch.device) -> None:
+    def __init__(
+        self, model: nn.Module, config: ModelConfig, device: torch.device, *, trace: bool = False
+    ) -> None:
+        """``trace``: on the CPU, serve a frozen TorchScript trace of the model when it answers
+        as the eager model does (victim_server/inference/tracing.py); ``traced`` says if so."""
         self.config = config
         self.device = device
         self.model = model.to(device).eval()
@@ -63,6 +66,13 @@ class ModelRunner:
             self.model = self.model.to(memory_format=torch.channels_last_3d)
         # Models built by the registry split features / head; a loaded program does not.
         self.feature_dim = int(getattr(model, "num_features", 0) or 0)
+        with_features = bool(self.feature_dim)
+        self._forward: Forward = eager_forward(self.model, with_features=with_features)
+        self.traced = False
+        if trace and device.type == "cpu":
+            traced = traced_forward(self.model, config.input, with_features=with_features)
+            if traced is not None:
+                self._forward, self.traced = traced, True
 
     @torch.inference_mode()
     def __call__(
@@ -74,15 +84,10 @@ class ModelRunner:
         fixed cost per request)."""
         joined = _joined(requests)
         x = self._inputs(requests, joined)
-        features: np.ndarray | None = None
         with torch.autocast(self.device.type, enabled=self._autocast):
-            if self.feature_dim:
-                net = cast(VideoClassifier, self.model)
-                pooled = net.forward_features(x)  # one pass: features, then the head
-                logits = net.forward_head(pooled).float().cpu().numpy()
-                features = pooled.float().cpu().numpy()
-            else:
-                logits = self.model(x).float().cpu().numpy()
+            raw_logits, pooled = self._forward(x)  # one pass: features, then the head
+        logits = raw_logits.float().cpu().numpy()
+        features = None if pooled is None else pooled.float().cpu().numpy()
         embeddings = None if embed is None else _embedded(requests, joined, embed)
         outputs: list[BatchOutput] = []
         start = 0

@@ -1,4 +1,5 @@
-"""The victim keeps freed memory for reuse when it starts (setting reuse_freed_memory, on)."""
+"""Process settings the victim applies at start-up: freed memory kept for reuse, and the model
+served as a frozen trace on the CPU (both on by default)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from victim_server.app import create_app
 from victim_server.settings import Settings
 
 
-async def _start(app: FastAPI) -> None:
+async def _start(app: FastAPI) -> bool:
+    """Runs the app's lifespan; whether it served a traced model."""
     async with app.router.lifespan_context(app):
-        pass
+        return bool(app.state.services.runner.traced)
 
 
 @pytest.mark.parametrize("reuse", [True, False])
@@ -31,3 +33,15 @@ async def test_the_lifespan_applies_the_setting(
 
 def test_it_is_on_by_default() -> None:
     assert Settings(admin_token=ADMIN_TOKEN).reuse_freed_memory  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("trace", [True, False])
+async def test_the_model_is_served_traced_unless_turned_off(redis_url: str, trace: bool) -> None:
+    settings = Settings(  # type: ignore[call-arg]
+        admin_token=ADMIN_TOKEN, redis_url=redis_url, threads=1, trace_model=trace
+    )
+    assert await _start(create_app(settings)) is trace
+
+
+def test_tracing_is_on_by_default() -> None:
+    assert Settings(admin_token=ADMIN_TOKEN).trace_model  # type: ignore[call-arg]
