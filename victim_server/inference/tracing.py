@@ -3,11 +3,12 @@
 An eager forward pass returns to Python between torch ops and takes the GIL back after each
 one. Under load the event loop holds the GIL about half the time (HTTP, decoding, Redis), so
 the model thread waits for it, and pays for the hand-over, hundreds of times a pass. Measured on
-the 2-core machine (embedded victim, batch 8, one torch thread, a second Python thread busy half
-the time): eager 1.80 ms of CPU and 2.78 ms of wall clock per clip (1.47 / 1.47 alone), the
-frozen trace 1.26 / 1.29 (1.21 / 1.22 alone). A trace replays the ops it recorded, so it is
-checked against the eager model on fresh inputs at two other batch sizes before it is served;
-if tracing fails or the answers differ, the eager model is served (and the log says why).
+the 2-core machine (bench/gil_contention.py: the embedded victim at batch 8, one torch thread,
+a second Python thread holding the GIL half the time): eager 1.74 ms of CPU and 2.75 ms of wall
+clock per clip (1.43 / 1.43 alone), the frozen trace 1.21 / 1.23 (1.19 / 1.19 alone). A trace
+replays the ops it recorded, so it is checked against the eager model on fresh inputs at two
+other batch sizes before it is served; if tracing fails or the answers differ, the eager model
+is served (and the log says why).
 """
 
 from __future__ import annotations
