@@ -92,7 +92,9 @@ class Settings(BaseSettings):
     reuse_freed_memory: bool = True
     # On the CPU, serve a frozen TorchScript trace of the model, checked against the eager model's
     # answers at start-up (eager when it differs or tracing fails): an eager pass takes the GIL
-    # back after every op, and waits for it while the event loop holds it.
+    # back after every op, and waits for it while the event loop holds it. Turn it off for a
+    # model whose forward keeps Python state or branches on the data (victim_server/inference/
+    # tracing.py).
     trace_model: bool = True
 
     max_batch_clips: int = Field(default=64, ge=1)

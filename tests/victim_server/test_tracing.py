@@ -3,12 +3,15 @@ model does; a model whose trace differs, or that cannot be traced, is served eag
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from shared.synthactions import SynthActions
+from victim_server.inference import tracing
 from victim_server.inference.runner import ModelRunner
 from victim_server.models import create_model, model_config
 from victim_server.models.config import InputSpec, ModelConfig
@@ -79,3 +82,14 @@ def test_a_model_whose_trace_is_wrong_or_impossible_is_served_eagerly(
 def test_tracing_is_off_unless_asked() -> None:
     net = create_model("embedded")
     assert not ModelRunner(net, model_config(net), torch.device("cpu")).traced
+
+
+def test_a_model_too_slow_for_the_trace_to_pay_is_served_eagerly(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="vidsteal.victim")
+    monkeypatch.setattr(tracing, "WORTH_TRACING_S", 0.0)  # every pass counts as slow
+    net = create_model("embedded")
+    runner = ModelRunner(net, model_config(net), torch.device("cpu"), trace=True)
+    assert not runner.traced
+    assert "too long for the GIL's per-op cost to matter" in caplog.text
