@@ -94,7 +94,10 @@ def _quiet_threads() -> None:
 async def victim_transport(redis_url: str) -> AsyncIterator[httpx.ASGITransport]:
     """The victim app in process (real lifespan, real Redis), reachable through this transport
     at any base URL (tests use http://victim)."""
-    settings = Settings(admin_token=ADMIN_TOKEN, redis_url=redis_url, threads=1)  # type: ignore[arg-type]
+    # The eager model: these tests exercise the API, and tracing at every app start costs the
+    # suite about a minute; the trace is covered by test_tracing.py, test_serving_settings.py
+    # and every live (uvicorn) victim, which serve it by default.
+    settings = Settings(admin_token=ADMIN_TOKEN, redis_url=redis_url, threads=1, trace_model=False)  # type: ignore[arg-type]
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         yield httpx.ASGITransport(app=app)

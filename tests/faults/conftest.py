@@ -33,6 +33,7 @@ async def stalled_victim(
         redis_url=proxy.url,
         redis_timeout_s=0.3,
         threads=1,
+        trace_model=False,  # as tests/conftest.py's in-process victim
     )
     app = create_app(settings)
     try:
