@@ -42,6 +42,8 @@ p.add_argument("--lr", type=float, default=3e-3)
 p.add_argument("--wd", type=float, default=0.05)
 p.add_argument("--T", type=float, default=1.0)
 p.add_argument("--aug", default="")  # shift,flipnone,bright,mixup
+p.add_argument("--aug-from", type=int, default=0)  # first budget point whose steps augment
+p.add_argument("--aug-pad", type=int, default=4)  # largest shift, pixels
 p.add_argument("--ema", type=float, default=0.0)
 p.add_argument("--fresh", action="store_true")
 p.add_argument("--incremental", action="store_true")  # fresh student per point (old behaviour)
@@ -123,7 +125,7 @@ def augment(x):
     # x: B C T H W float normalised
     if "shift" in a.aug:
         B = x.shape[0]
-        pad = 4
+        pad = a.aug_pad
         xp = F.pad(x.flatten(1, 2), (pad, pad, pad, pad), mode="replicate").view(
             B, x.shape[1], x.shape[2], x.shape[3] + 2 * pad, x.shape[4] + 2 * pad
         )
@@ -214,7 +216,8 @@ for point in a.points:
             g["lr"] = lr
         idx = rng.choice(n, a.bs, p=draw) if draw is not None else rng.integers(0, n, a.bs)
         x = student_preprocess(clips[idx], prep)
-        x = augment(x)
+        if point >= a.aug_from:
+            x = augment(x)
         tb, yb = tgt[idx], label[idx]
         if a.mixup > 0:
             lam = float(rng.beta(a.mixup, a.mixup))
