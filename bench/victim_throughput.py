@@ -18,7 +18,10 @@ micro-batches hold only a few clips, it is also measured at the mean micro-batch
 in that load (its ``vidsteal_batch_clips`` histogram), ``efficiency_1_clip_same_batch``, and so
 for 32-clip requests, which the server joins into batches of 64 (``..._32_clip_same_batch``):
 the model's own cost per clip changes with the batch (here it is lower in a batch of 8 than of
-32), which the batch-32 figure charges to, or credits to, the server;
+32), which the batch-32 figure charges to, or credits to, the server. Every efficiency is
+measured against two bare models: the eager model as built (``efficiency_*``) and the frozen
+trace the server runs on the CPU by default (``efficiency_traced_*``, the server's own overhead;
+victim_server/inference/tracing.py);
 batched / unbatched = clips per second of (3) over (4), wall clock
 (target >= 3x). Medians over the runs. redis-server's CPU per clip is reported beside it.
 
