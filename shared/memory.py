@@ -5,8 +5,8 @@ threshold (at most 32 MiB) with a fresh ``mmap`` and unmaps it on free, and give
 top back to the kernel; a thread's arena heap is unmapped whole once empty. A forward or
 backward pass allocates and frees the same large activations every batch, so each batch touches
 new pages and pays a page fault per 4 KiB: measured on the 2-core machine for the embedded
-victim, 270-540 faults and 0.4-0.8 ms of kernel CPU per clip at batch 32-64 (20-30% of the
-pass) in the model thread, none at batch 8.
+victim (bench/malloc_reuse.py), up to 385 faults and 0.5 ms of kernel CPU per clip, a quarter of
+the pass; which batch sizes fault depends on what the process allocated before.
 
 :func:`reuse_freed_memory` turns that off for the whole process: every thread allocates from one
 heap (no per-thread arenas to unmap), nothing is mmapped, and the heap is never trimmed, so a

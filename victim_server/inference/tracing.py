@@ -4,8 +4,8 @@ An eager forward pass returns to Python between torch ops and takes the GIL back
 one. Under load the event loop holds the GIL about half the time (HTTP, decoding, Redis), so
 the model thread waits for it, and pays for the hand-over, hundreds of times a pass. Measured on
 the 2-core machine (bench/gil_contention.py: the embedded victim at batch 8, one torch thread,
-a second Python thread holding the GIL half the time): eager 1.74 ms of CPU and 2.75 ms of wall
-clock per clip (1.43 / 1.43 alone), the frozen trace 1.21 / 1.23 (1.19 / 1.19 alone). A trace
+a second Python thread holding the GIL half the time): eager 1.48 ms of CPU and 2.33 ms of wall
+clock per clip (1.29 / 1.29 alone), the frozen trace 1.11 / 1.17 (1.08 / 1.08 alone). A trace
 replays the ops it recorded, so it is checked against the eager model on fresh inputs at another
 batch size before it is served; if tracing fails or the answers differ, the eager model is
 served (and the log says why). What a check on random inputs cannot see: Python in ``forward``
@@ -56,13 +56,7 @@ class _LogitsAndFeatures(nn.Module):
 
 def eager_forward(model: nn.Module, *, with_features: bool) -> Forward:
     if with_features:
-        both = _LogitsAndFeatures(model)  # type: ignore[arg-type]
-
-        def forward(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-            logits, pooled = both(x)
-            return logits, pooled
-
-        return forward
+        return _LogitsAndFeatures(model)  # type: ignore[arg-type]
     return lambda x: (model(x), None)
 
 
