@@ -182,7 +182,7 @@ async def test_an_incompressible_gzip_body_is_decoded(victim_app: httpx.AsyncCli
 async def test_a_large_batch_with_an_idempotency_key_is_charged_once(
     victim_app: httpx.AsyncClient,
 ) -> None:
-    """A batch over 1 MiB is fingerprinted in a worker thread; retries still match it."""
+    """A 1.5 MB batch is read, decoded and fingerprinted on the event loop; retries match it."""
     key = await create_key(victim_app, budget=100)
     batch = clips(30)  # 1.5 MB
     headers = _auth(

@@ -36,13 +36,19 @@ def build_results(
     """One ClipResult per row. ``probs`` is what the defenses left; ``logits`` only for LOGITS."""
     results: list[ClipResult] = []
     top = top_k_indices(probs, top_k if mode is OutputMode.TOPK else 1)
-    for row in range(probs.shape[0]):
-        best = int(top[row, 0])
+    # Rounded once for the whole batch: one NumPy call per row cost ~5 us a row on the request
+    # path (its cache is cold there), as much as the rest of a 32-clip answer.
+    rows: list[list[float]] | None = None
+    if mode is OutputMode.LOGITS and logits is not None:
+        rows = np.round(logits.astype(np.float64), digits).tolist()
+    elif mode is OutputMode.PROBS:
+        rows = np.round(probs, digits).tolist()
+    for row, best in enumerate(top[:, 0].tolist()):
         result = ClipResult(index=best, label=labels[best])
-        if mode is OutputMode.LOGITS and logits is not None:
-            result.logits = np.round(logits[row].astype(np.float64), digits).tolist()
-        elif mode is OutputMode.PROBS:
-            result.probs = np.round(probs[row], digits).tolist()
+        if mode is OutputMode.LOGITS and rows is not None:
+            result.logits = rows[row]
+        elif mode is OutputMode.PROBS and rows is not None:
+            result.probs = rows[row]
         elif mode is OutputMode.TOPK:
             result.topk = [
                 TopKEntry(
