@@ -232,6 +232,14 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
+def attack_spec(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The attack as this run makes it: ``--select`` merged into a selecting attack's ``select``."""
+    spec = ATTACKS[name]
+    if args.select and "select" in spec:
+        return {**spec, "select": {**spec["select"], **json.loads(args.select)}}
+    return spec
+
+
 def main(args: argparse.Namespace) -> dict[str, Any]:
     admin = secrets.token_hex(16)
     env: dict[str, str] = {}
@@ -259,7 +267,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             jobs = []
             for seed in args.seeds:
                 for name in args.attacks:
-                    spec = ATTACKS[name]
+                    spec = attack_spec(name, args)
                     budget = round(spec["budget"] * args.scale)
                     key = _key(
                         victim.url,
@@ -310,7 +318,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         mine = sorted((r for r in runs if r["attack"] == name), key=lambda r: r["seed"])
         if not mine:
             continue
-        spec = ATTACKS[name]
+        spec = attack_spec(name, args)
         attacks[name] = {
             "output": spec["output"],
             "top_k": spec.get("top_k") if spec["output"] == "topk" else None,
@@ -396,6 +404,11 @@ if __name__ == "__main__":
     parser.add_argument("--epochs", type=float, help="override train.epochs (smoke tests)")
     parser.add_argument(
         "--train", help="JSON merged into every attack's train section, e.g. '{\"mixup\": 0.4}'"
+    )
+    parser.add_argument(
+        "--select",
+        help="JSON merged into every selecting attack's select section, e.g. "
+        "'{\"pool_factor\": 32}'",
     )
     parser.add_argument("--victim-model", help="serve this model instead of the embedded one")
     parser.add_argument("--victim-weights", help="its local weights file")
