@@ -31,7 +31,7 @@ from attacker.sources.mix import MixSource
 from attacker.stages.collect import clip_shape, transfer_manifest
 from attacker.stages.train import ContinualTrainer, PointHook
 from attacker.students import StudentModel
-from shared.hashing import batch_hashes
+from shared.hashing import batch_hashes, clip_hash
 from shared.schemas import ModelInfo
 
 __all__ = ["collect_and_train_in_rounds"]
@@ -97,7 +97,7 @@ class _Picker:
         """Pool indices to buy and the student's predicted class of each (empty unscored)."""
         if student is None or len(pool) <= size:
             return list(range(min(size, len(pool)))), np.empty(0, np.int64)
-        scores = score_pool(student, np.stack([q.clip for q in pool]), precision=self.precision)
+        scores = score_pool(student, [q.clip for q in pool], precision=self.precision)
         chosen = choose(
             self.select.strategy,
             scores,
@@ -153,7 +153,7 @@ class _Picker:
             batch = list(itertools.islice(stream, count - len(pool)))
             if not batch:
                 break
-            hashes = batch_hashes(np.stack([q.clip for q in batch]))
+            hashes = [clip_hash(q.clip) for q in batch]  # no stacked copy of the pool
             pool.extend(q for q, h in zip(batch, hashes, strict=True) if h not in self.bought)
         return pool
 
@@ -191,7 +191,7 @@ def _latest_features(
     if student is None or len(transfer) == 0:
         return np.empty((0, 0), np.float32)
     start = max(0, len(transfer) - limit)
-    clips = np.stack([clip for i, (_, clip) in enumerate(transfer.iter_clips()) if i >= start])
+    clips = [clip for i, (_, clip) in enumerate(transfer.iter_clips()) if i >= start]
     return score_pool(student, clips, precision=precision).features
 
 

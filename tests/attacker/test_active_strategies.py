@@ -77,3 +77,28 @@ def test_balanced_fills_the_classes_answered_least_with_the_surest_candidates() 
     # With more picks than class 1 and 2 candidates, class 0 follows, surest first.
     chosen = choose("balanced", _scores(logits), 5, np.random.default_rng(0), bought_classes=bought)
     assert chosen.tolist() == [5, 4, 6, 2, 0]
+
+
+def test_a_pool_given_as_a_list_of_clips_scores_as_the_stacked_batch() -> None:
+    """Pools are scored a batch at a time from the list of candidates (no whole-pool copy);
+    the scores must be those of the stacked array, in pool order, across batch boundaries."""
+    import torch
+
+    from attacker.active import score_pool
+    from attacker.students import StudentPreprocessing, create_student
+
+    torch.manual_seed(0)
+    student = create_student(
+        "tiny3d",
+        num_classes=5,
+        preprocessing=StudentPreprocessing(frames=4, height=16, width=16),
+    )
+    clips = np.random.default_rng(1).integers(0, 256, (7, 4, 16, 16, 3), dtype=np.uint8)
+    stacked = score_pool(student, clips, precision="fp32", batch_size=3)
+    listed = score_pool(student, list(clips), precision="fp32", batch_size=3)
+    np.testing.assert_array_equal(listed.logits, stacked.logits)
+    np.testing.assert_array_equal(listed.features, stacked.features)
+    assert listed.logits.shape == (7, 5) and len(listed.features) == 7
+    # Each candidate's scores do not depend on the batch it was scored in.
+    alone = score_pool(student, list(clips[5:6]), precision="fp32")
+    np.testing.assert_allclose(alone.logits[0], stacked.logits[5], rtol=1e-4, atol=1e-5)
