@@ -97,7 +97,14 @@ async def victim_transport(redis_url: str) -> AsyncIterator[httpx.ASGITransport]
     # The eager model: these tests exercise the API, and tracing at every app start costs the
     # suite about a minute; the trace is covered by test_tracing.py, test_serving_settings.py
     # and every live (uvicorn) victim, which serve it by default.
-    settings = Settings(admin_token=ADMIN_TOKEN, redis_url=redis_url, threads=1, trace_model=False)  # type: ignore[arg-type]
+    # Nor do they freeze start-up objects (its gc.collect() per app start is suite time).
+    settings = Settings(  # type: ignore[call-arg]
+        admin_token=ADMIN_TOKEN,
+        redis_url=redis_url,
+        threads=1,
+        trace_model=False,
+        freeze_startup_objects=False,
+    )
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         yield httpx.ASGITransport(app=app)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -149,10 +150,15 @@ def create_app(
             ) from None
         await _provision_keys(app.state.services)
         batcher.start()
+        if settings.freeze_startup_objects:
+            frozen = freeze_startup_objects()
+            log.debug("%d start-up objects frozen out of the cyclic GC", frozen)
         log.info("serving %s on %s", runner.config.model_tag, runner.device)
         try:
             yield
         finally:
+            if settings.freeze_startup_objects:
+                gc.unfreeze()  # collectable again, e.g. an app that is started and stopped in tests
             batcher.stop()
             await app.state.services.reconciler.drain(timeout_s=settings.redis_timeout_s * 2)
             await binary.aclose()
@@ -171,6 +177,19 @@ def create_app(
         app.include_router(router)
     app.add_middleware(RequestMetricsMiddleware)
     return app
+
+
+def freeze_startup_objects() -> int:
+    """Collect start-up garbage, then move every object alive to the GC's permanent generation
+    (``gc.freeze``). A full collection, triggered whenever a quarter more objects have outlived
+    two collections, otherwise walks the whole heap, the model's and the libraries' objects
+    included: measured 0.17-0.20 s with the embedded victim, a stall of the event loop and about
+    0.5 ms of CPU a request over the first few hundred (a throwaway probe with gc.callbacks).
+    Frozen objects are still freed when their reference count drops; only reference cycles
+    among them wait for :func:`gc.unfreeze`. Returns how many objects were frozen."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 async def _provision_keys(services: Services) -> None:

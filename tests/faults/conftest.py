@@ -34,6 +34,7 @@ async def stalled_victim(
         redis_timeout_s=0.3,
         threads=1,
         trace_model=False,  # as tests/conftest.py's in-process victim
+        freeze_startup_objects=False,
     )
     app = create_app(settings)
     try:

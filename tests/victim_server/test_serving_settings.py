@@ -1,7 +1,10 @@
-"""Process settings the victim applies at start-up: freed memory kept for reuse, and the model
-served as a frozen trace on the CPU (both on by default)."""
+"""Process settings the victim applies at start-up: freed memory kept for reuse, the model
+served as a frozen trace on the CPU, start-up objects frozen out of the cyclic GC (all on by
+default)."""
 
 from __future__ import annotations
+
+import gc
 
 import pytest
 from fastapi import FastAPI
@@ -45,3 +48,31 @@ async def test_the_model_is_served_traced_unless_turned_off(redis_url: str, trac
 
 def test_tracing_is_on_by_default() -> None:
     assert Settings(admin_token=ADMIN_TOKEN).trace_model  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+async def test_start_up_objects_are_frozen_while_serving_and_released_after(
+    redis_url: str, freeze: bool
+) -> None:
+    settings = Settings(  # type: ignore[call-arg]
+        admin_token=ADMIN_TOKEN,
+        redis_url=redis_url,
+        threads=1,
+        trace_model=False,
+        freeze_startup_objects=freeze,
+    )
+    app = create_app(settings)
+    assert gc.get_freeze_count() == 0
+    async with app.router.lifespan_context(app):
+        frozen = gc.get_freeze_count()
+        model = app.state.services.runner.model
+        # The model is in the permanent generation, which no collection walks (and which
+        # gc.get_objects, listing the three collected generations, leaves out).
+        assert (frozen > 10_000) is freeze
+        assert gc.is_tracked(model)
+        assert any(o is model for o in gc.get_objects()) is not freeze
+    assert gc.get_freeze_count() == 0  # unfrozen at shutdown
+
+
+def test_freezing_is_on_by_default() -> None:
+    assert Settings(admin_token=ADMIN_TOKEN).freeze_startup_objects  # type: ignore[call-arg]
