@@ -407,7 +407,7 @@ if __name__ == "__main__":
     )
     parser.add_argument(
         "--select",
-        help="JSON merged into every selecting attack's select section, e.g. "
+        help="JSON merged into every selecting attack's select section (rounds: a count), e.g. "
         "'{\"pool_factor\": 32}'",
     )
     parser.add_argument("--victim-model", help="serve this model instead of the embedded one")

@@ -163,7 +163,8 @@ def attack_config(
     else:
         query["source"] = spec["source"]
     if "select" in spec:
-        query["select"] = {**spec["select"], "rounds": max(1, round(budget / ACTIVE_ROUND))}
+        # Rounds of ACTIVE_ROUND clips unless the spec names its own count.
+        query["select"] = {"rounds": max(1, round(budget / ACTIVE_ROUND)), **spec["select"]}
     config: dict[str, Any] = {
         "name": f"{name}-seed{seed}",
         "victim": {"url": url, "api_key": key, "eval_api_key": eval_key},
