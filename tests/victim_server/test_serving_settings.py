@@ -15,6 +15,13 @@ from victim_server.app import create_app
 from victim_server.settings import Settings
 
 
+def _settings(redis_url: str, **overrides: bool) -> Settings:
+    """One-thread victim settings on the test Redis, with ``overrides``."""
+    return Settings(  # type: ignore[call-arg]
+        admin_token=ADMIN_TOKEN, redis_url=redis_url, threads=1, **overrides
+    )
+
+
 async def _start(app: FastAPI) -> bool:
     """Runs the app's lifespan; whether it served a traced model."""
     async with app.router.lifespan_context(app):
@@ -27,10 +34,7 @@ async def test_the_lifespan_applies_the_setting(
 ) -> None:
     calls: list[bool] = []
     monkeypatch.setattr(app_module, "reuse_freed_memory", lambda: calls.append(True) or True)
-    settings = Settings(  # type: ignore[call-arg]
-        admin_token=ADMIN_TOKEN, redis_url=redis_url, threads=1, reuse_freed_memory=reuse
-    )
-    await _start(create_app(settings))
+    await _start(create_app(_settings(redis_url, reuse_freed_memory=reuse)))
     assert calls == ([True] if reuse else [])
 
 
@@ -40,10 +44,7 @@ def test_it_is_on_by_default() -> None:
 
 @pytest.mark.parametrize("trace", [True, False])
 async def test_the_model_is_served_traced_unless_turned_off(redis_url: str, trace: bool) -> None:
-    settings = Settings(  # type: ignore[call-arg]
-        admin_token=ADMIN_TOKEN, redis_url=redis_url, threads=1, trace_model=trace
-    )
-    assert await _start(create_app(settings)) is trace
+    assert await _start(create_app(_settings(redis_url, trace_model=trace))) is trace
 
 
 def test_tracing_is_on_by_default() -> None:
@@ -54,14 +55,7 @@ def test_tracing_is_on_by_default() -> None:
 async def test_start_up_objects_are_frozen_while_serving_and_released_after(
     redis_url: str, freeze: bool
 ) -> None:
-    settings = Settings(  # type: ignore[call-arg]
-        admin_token=ADMIN_TOKEN,
-        redis_url=redis_url,
-        threads=1,
-        trace_model=False,
-        freeze_startup_objects=freeze,
-    )
-    app = create_app(settings)
+    app = create_app(_settings(redis_url, trace_model=False, freeze_startup_objects=freeze))
     assert gc.get_freeze_count() == 0
     async with app.router.lifespan_context(app):
         frozen = gc.get_freeze_count()
