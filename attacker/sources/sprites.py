@@ -3,9 +3,10 @@
 A whole-frame affine warp (camera motion) is a poor probe of a classifier of *things that
 move*; a layered clip adds what action videos are made of: a few foreground layers, each an
 image cut out by a random mask, following its own affine trajectory (straight, back and forth,
-or round a circle; turning; growing or shrinking) with an opacity schedule (steady, blinking
-or fading) and sometimes a jitter. Every parameter is drawn from wide generic ranges from a
-generator seeded by (seed, index), and the recipe holds them all, so clips re-create exactly.
+or round a circle; turning, sometimes rocking; growing or shrinking, sometimes pulsing) with an
+opacity schedule (steady, blinking or fading) and sometimes a jitter. Every parameter is drawn
+from wide generic ranges from a generator seeded by (seed, index), and the recipe holds them
+all, so clips re-create exactly.
 
 Geometry: a sprite's pose at frame t is centre (x, y) in frame pixels, angle (radians,
 clockwise on screen) and radius (pixels). Each frame pixel is mapped into the sprite's unit
@@ -30,6 +31,10 @@ _TEXTURE_STREAM: Final = 31
 _TEXTURE_SIZE: Final = 48
 PATTERN_NAMES: Final = tuple(PATTERNS)
 
+# Chance that a sprite's angle rocks / its size pulses back and forth over the clip, as its
+# centre does on a "pingpong" path.
+_SWING_CHANCE: Final = 0.2
+_PULSE_CHANCE: Final = 0.2
 MASKS: Final = ("ellipse", "rectangle", "triangle", "cross", "star", "half_disk")
 
 
@@ -79,7 +84,7 @@ def sample_layered(rng: np.random.Generator, *, seed: int, index: int) -> dict[s
                 "jitter": float(rng.choice([0.0, rng.uniform(0.02, 0.08)], p=[0.85, 0.15])),
             }
         )
-    return {
+    scene = {
         "background": {
             "texture": str(rng.choice(PATTERN_NAMES)),
             "texture_index": 2 * index,
@@ -89,6 +94,34 @@ def sample_layered(rng: np.random.Generator, *, seed: int, index: int) -> dict[s
         "noise": float(rng.uniform(0.0, 6.0)),
         "seed": seed,
     }
+    # Drawn after everything above, so a scene's other parameters are those it had before
+    # sprites could swing and pulse.
+    for sprite in sprites:
+        sprite["swing"] = _oscillation(rng, _SWING_CHANCE, depth=(0.1, 0.5))
+        sprite["pulse"] = _oscillation(rng, _PULSE_CHANCE, depth=(0.1, 0.5))
+    return scene
+
+
+def _oscillation(
+    rng: np.random.Generator, chance: float, *, depth: tuple[float, float]
+) -> dict[str, float] | None:
+    """Back-and-forth parameters (``depth``: the swing's amplitude, ``cycles`` over the clip,
+    ``phase``), or ``None`` (a ramp) with probability ``1 - chance``."""
+    if rng.uniform() >= chance:
+        return None
+    return {
+        "depth": float(rng.uniform(*depth)),
+        "cycles": float(rng.uniform(0.5, 3.0)),
+        "phase": float(rng.uniform(0, 2 * math.pi)),
+    }
+
+
+def _swing(spec: dict[str, float] | None, tau: np.ndarray) -> np.ndarray:
+    """``depth * sin(2 pi cycles tau + phase)`` per frame, or zeros for no oscillation."""
+    if spec is None:
+        return np.zeros_like(tau)
+    wave: np.ndarray = spec["depth"] * np.sin(2 * math.pi * spec["cycles"] * tau + spec["phase"])
+    return wave
 
 
 def _texture(seed: int, index: int, pattern: str, size: int) -> np.ndarray:
@@ -115,9 +148,12 @@ def _trajectory(
         centre = np.repeat(start[:, None], len(tau), axis=1)
     if sprite["jitter"] > 0:
         centre = centre + rng.uniform(-1, 1, size=centre.shape) * sprite["jitter"] * size
-    angle = sprite["angle0"] + sprite["turn"] * tau
+    # Angle and size ramp (turning; growing or shrinking) and may also swing back and forth
+    # (rocking: ``swing`` in half-turns; pulsing: ``pulse`` as a fraction of the size); recipes
+    # from before these keys existed have neither.
+    angle = sprite["angle0"] + sprite["turn"] * tau + math.pi * _swing(sprite.get("swing"), tau)
     r0, r1 = sprite["radius"]
-    radius = r0 * (r1 / r0) ** tau * size
+    radius = r0 * (r1 / r0) ** tau * (1.0 + _swing(sprite.get("pulse"), tau)) * size
     if sprite["opacity"] == "blink":
         opacity = (np.sin(2 * math.pi * sprite["opacity_cycles"] * tau + phase) > 0).astype(float)
     elif sprite["opacity"] == "fade":
