@@ -196,7 +196,16 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         "attack": job["attack"],
         "seed": job["seed"],
         "points": [
-            {k: p.get(k) for k in ("queries", *METRICS, "victim_accuracy", "train_seconds")}
+            {
+                k: p.get(k)
+                for k in (
+                    "queries",
+                    *METRICS,
+                    "class_agreement",
+                    "victim_accuracy",
+                    "train_seconds",
+                )
+            }
             for p in report["points"]
         ],
         "paid": report["collect"].get("paid"),
@@ -220,6 +229,12 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 entry[f"{metric}_std"] = round(
                     statistics.stdev(values) if len(values) > 1 else 0.0, 4
                 )
+        per_class = [p["class_agreement"] for p in by_queries[queries] if p.get("class_agreement")]
+        if per_class:
+            entry["class_agreement_mean"] = [
+                round(statistics.fmean(column), 4) if None not in column else None
+                for column in zip(*per_class, strict=True)
+            ]
         summary.append(entry)
     return summary
 

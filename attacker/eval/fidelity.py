@@ -54,8 +54,11 @@ class Fidelity:
     top5_agreement: float  # victim top-1 within the student's top-5
     accuracy: float | None  # student top-1 == true label, over clips with a known label
     victim_accuracy: float | None  # the victim's own accuracy on the same clips
+    # Per class of the victim's answers: top-1 agreement on the clips the victim puts in that
+    # class (None where it puts none), i.e. which of the victim's classes the clone has learnt.
+    class_agreement: tuple[float | None, ...] = ()
 
-    def to_dict(self) -> dict[str, float | int | None]:
+    def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
@@ -84,7 +87,18 @@ def fidelity_of(logits: np.ndarray, eval_set: EvalSet) -> Fidelity:
         victim_accuracy=float((eval_set.victim_top1[known] == eval_set.true_labels[known]).mean())
         if known.any()
         else None,
+        class_agreement=class_agreement(top1, eval_set.victim_top1, logits.shape[1]),
     )
+
+
+def class_agreement(
+    student_top1: np.ndarray, victim_top1: np.ndarray, classes: int
+) -> tuple[float | None, ...]:
+    """For each class ``c``: the share of the clips the victim answers with ``c`` that the
+    student answers with ``c`` too (None for a class the victim never answered)."""
+    agree = np.bincount(victim_top1[student_top1 == victim_top1], minlength=classes)[:classes]
+    total = np.bincount(victim_top1, minlength=classes)[:classes]
+    return tuple(round(float(a / n), 4) if n else None for a, n in zip(agree, total, strict=True))
 
 
 def evaluate(model: StudentModel, eval_set: EvalSet) -> Fidelity:

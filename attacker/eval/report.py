@@ -118,6 +118,24 @@ def _transfer_lines(section: dict[str, Any]) -> list[str]:
 SECTIONS = {"prune": _prune_lines, "transfer": _transfer_lines}
 
 
+def _weakest_classes_lines(report: dict[str, Any], shown: int = 5) -> list[str]:
+    """The victim's classes the final clone agrees on least (per-class top-1 agreement on the
+    held-out clips the victim answers with that class)."""
+    per_class = report["points"][-1].get("class_agreement") if report["points"] else None
+    if not per_class:
+        return []
+    labels = report["victim"].get("labels") or []
+    answered = sorted((value, c) for c, value in enumerate(per_class) if value is not None)[:shown]
+    named = ", ".join(
+        f"{labels[c] if c < len(labels) else c} {_pct(value)}" for value, c in answered
+    )
+    return [
+        "",
+        f"Classes the clone agrees on least (at {report['points'][-1]['queries']} "
+        f"queries, on the held-out clips the victim puts in each): {named}.",
+    ]
+
+
 def _markdown(report: dict[str, Any]) -> str:
     victim = report["victim"]
     collect = report["collect"]
@@ -158,6 +176,7 @@ def _markdown(report: dict[str, Any]) -> str:
             f"{_pct(point['top5_agreement'])} | {_pct(point.get('accuracy'))} | "
             f"{point.get('train_seconds', 0):.0f} |"
         )
+    lines += _weakest_classes_lines(report)
     lines += [
         "",
         f"![fidelity vs queries]({REPORT_PNG})",

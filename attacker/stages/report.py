@@ -77,6 +77,7 @@ def build_report(
             "output": info.output.value,
             "top_k": info.top_k,
             "num_classes": info.num_classes,
+            "labels": list(info.labels),
         },
         "budget": config.budget,
         "source": "datafree" if config.query.datafree else config.query.source.kind,

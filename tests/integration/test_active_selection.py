@@ -71,6 +71,9 @@ async def test_rounds_spend_exactly_and_a_rerun_pays_nothing(
     assert select["pools"][1:] == [{"pool": 48, "chosen": 16}] * 2
     markdown = (tmp_path / "run" / "report.md").read_text()
     assert f"Query selection: **{strategy}**, 3 rounds, 3 unpaid candidates" in markdown
+    per_class = report["final"]["class_agreement"]
+    assert len(per_class) == len(report["victim"]["labels"]) == report["victim"]["num_classes"]
+    assert "Classes the clone agrees on least (at 48 queries" in markdown
     transfer = TransferSet(tmp_path / "run" / "transfer")
     assert len(transfer) == 48 and len({r.clip_hash for r in transfer.records}) == 48
 
