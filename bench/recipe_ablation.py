@@ -67,6 +67,8 @@ p.add_argument("--unl-bs", type=int, default=64)
 p.add_argument("--unl-noise", type=float, default=0.0)  # gaussian noise on the student's view
 p.add_argument("--unl-T", type=float, default=0.0)  # teacher temperature (0: the run's T)
 p.add_argument("--unl-from", type=int, default=0)  # first budget point that uses them
+# start from these student weights (a state dict, e.g. pre-trained on free clips) instead of init
+p.add_argument("--init", default="")
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 torch.manual_seed(a.seed)
@@ -111,7 +113,10 @@ prep = StudentPreprocessing(a.frames, 32, 32, mean=(0.45,) * 3, std=(0.225,) * 3
 
 def new_student():
     torch.manual_seed(a.seed)
-    return create_student(a.arch, num_classes=16, preprocessing=prep, **kw)
+    model = create_student(a.arch, num_classes=16, preprocessing=prep, **kw)
+    if a.init:
+        model.load_state_dict(torch.load(a.init, weights_only=True))
+    return model
 
 
 def groups(m):
