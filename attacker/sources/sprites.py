@@ -116,7 +116,7 @@ def _oscillation(
     }
 
 
-def _swing(spec: dict[str, float] | None, tau: np.ndarray) -> np.ndarray:
+def _back_and_forth(spec: dict[str, float] | None, tau: np.ndarray) -> np.ndarray:
     """``depth * sin(2 pi cycles tau + phase)`` per frame, or zeros for no oscillation."""
     if spec is None:
         return np.zeros_like(tau)
@@ -151,9 +151,13 @@ def _trajectory(
     # Angle and size ramp (turning; growing or shrinking) and may also swing back and forth
     # (rocking: ``swing`` in half-turns; pulsing: ``pulse`` as a fraction of the size); recipes
     # from before these keys existed have neither.
-    angle = sprite["angle0"] + sprite["turn"] * tau + math.pi * _swing(sprite.get("swing"), tau)
+    angle = (
+        sprite["angle0"]
+        + sprite["turn"] * tau
+        + math.pi * _back_and_forth(sprite.get("swing"), tau)
+    )
     r0, r1 = sprite["radius"]
-    radius = r0 * (r1 / r0) ** tau * (1.0 + _swing(sprite.get("pulse"), tau)) * size
+    radius = r0 * (r1 / r0) ** tau * (1.0 + _back_and_forth(sprite.get("pulse"), tau)) * size
     if sprite["opacity"] == "blink":
         opacity = (np.sin(2 * math.pi * sprite["opacity_cycles"] * tau + phase) > 0).astype(float)
     elif sprite["opacity"] == "fade":
