@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from attacker.active.config import SelectConfig
 from attacker.datafree.config import DataFreeSection
-from attacker.sources import SourceConfig
+from attacker.sources import SourceConfig, SourceError, factor_classes
 from attacker.train.losses import LossSpec, Need, get_loss_class
 from shared.schemas import OutputMode
 
@@ -78,6 +78,19 @@ class StudentSection(_Strict):
     width: int | None = None
 
 
+class PretextSection(_Strict):
+    """Pre-train the student on the query source's own recipes before distilling
+    (attacker/train/pretext.py): ``steps`` optimiser steps of ``batch_size`` on ``clips`` unpaid
+    clips of the source, at ``lr`` (default: ``train.lr``). The weights are cached in
+    ``cache_dir`` (default: the run's checkpoints folder)."""
+
+    steps: Annotated[int, Field(ge=1)] = 4000
+    clips: Annotated[int, Field(ge=2)] = 20000
+    batch_size: Annotated[int, Field(ge=1)] = 64
+    lr: Annotated[float, Field(gt=0)] | None = None
+    cache_dir: Path | None = None
+
+
 class TrainSection(_Strict):
     # `auto` (the output mode's default), a name (`kl`), or `{name: kl, temperature: 2}`; names
     # and parameters are checked against the loss registry (attacker.train.losses).
@@ -112,6 +125,8 @@ class TrainSection(_Strict):
     # Mixup of queried clips: each batch mixed with a shuffled copy of itself, lam ~ Beta(alpha,
     # alpha), the loss mixed the same way (attacker/train/mixup.py). 0 turns it off.
     mixup: Annotated[float, Field(ge=0)] = 0.0
+    # Pre-training on the query source's recipes before the first answer is used (off: null).
+    pretext: PretextSection | None = None
 
     @model_validator(mode="after")
     def _one_temperature(self) -> TrainSection:
@@ -193,6 +208,20 @@ class AttackConfig(_Strict):
                 raise ValueError(
                     "query.datafree, query.select and stealth each decide what is sent: pick one"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _pretext_reads_the_source(self) -> AttackConfig:
+        if self.train.pretext is None:
+            return self
+        if self.query.datafree is not None:
+            raise ValueError(
+                "train.pretext pre-trains on the query source: a data-free run has none"
+            )
+        try:
+            factor_classes(self.query.source)
+        except SourceError as exc:
+            raise ValueError(f"train.pretext: {exc}") from None
         return self
 
     @model_validator(mode="after")

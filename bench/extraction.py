@@ -111,6 +111,12 @@ ATTACKS["active-balanced-grey-box"] = {
     **ATTACKS["grey-box-5pct-labelled"],
     "select": {"strategy": "balanced", "pool_factor": 8},
 }
+# Balanced selection from a student first pre-trained on 20,000 unpaid clips of the source to
+# read the motion factors their recipes name (train.pretext, attacker/train/pretext.py).
+ATTACKS["active-balanced-pretext"] = {
+    **ATTACKS["active-balanced"],
+    "train": {**SOFT_LOSS, "pretext": {"steps": 4000, "clips": 20000}},
+}
 # KnockoffNets-style bandit over source kinds (its arms: the parts of a mix, equal weights).
 ATTACKS["active-bandit"] = {
     "output": "probs",
@@ -206,6 +212,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                     "train_seconds",
                 )
             }
+            | ({"pretext": p["pretext"]} if p.get("pretext") else {})
             for p in report["points"]
         ],
         "paid": report["collect"].get("paid"),

@@ -41,12 +41,13 @@ from attacker.sources._base import (
     SourceError,
 )
 from attacker.sources.affine import StackedAffineConfig
-from attacker.sources.build import build_source, recreate_clip
+from attacker.sources.build import build_source, factor_classes, recipe_factors, recreate_clip
 from attacker.sources.config import SourceConfig, SourceConfigError, parse_source_config
 from attacker.sources.mix import MixConfig, MixPart
 from attacker.sources.noise import NoiseConfig
 from attacker.sources.npz import NpzConfig
 from attacker.sources.registry import (
+    RecipeFactors,
     SourceEntry,
     get_source_entry,
     list_sources,
@@ -63,6 +64,7 @@ __all__ = [
     "NpzConfig",
     "QueryClip",
     "QuerySource",
+    "RecipeFactors",
     "SourceConfig",
     "SourceConfigBase",
     "SourceConfigError",
@@ -72,9 +74,11 @@ __all__ = [
     "SynthActionsConfig",
     "VideoFolderConfig",
     "build_source",
+    "factor_classes",
     "get_source_entry",
     "list_sources",
     "parse_source_config",
+    "recipe_factors",
     "recreate_clip",
     "register_source",
 ]

@@ -43,11 +43,12 @@ from attacker.sources._base import (
     to_uint8,
 )
 from attacker.sources._resample import Border, sample_bilinear
-from attacker.sources.registry import register_source
-from attacker.sources.sprites import render_layered, sample_layered
+from attacker.sources.registry import RecipeFactors, register_source
+from attacker.sources.sprites import SPRITE_FACTORS, render_layered, sample_layered, sprite_factors
 from attacker.sources.textures import PATTERNS, draw_texture
 
 __all__ = [
+    "AFFINE_FACTORS",
     "IMAGE_EXTENSIONS",
     "StackedAffineConfig",
     "StackedAffineSource",
@@ -143,7 +144,40 @@ def render_affine(recipe: dict[str, Any], shape: ClipShape) -> np.ndarray:
     return finish_clip(to_uint8(sample_bilinear(image, vs, us, border=border)), shape)
 
 
-@register_source("stacked_affine", config=StackedAffineConfig, render=render_affine)
+#: The motion factors a stacked-affine recipe names (see :func:`affine_factors`).
+AFFINE_FACTORS: Final = {
+    "layered": 2,
+    "camera_pingpong": 2,
+    "camera_zooms_in": 2,
+    "camera_turns_clockwise": 2,
+    "camera_moves_right": 2,
+    "camera_moves_down": 2,
+    **SPRITE_FACTORS,
+}
+
+
+def affine_factors(recipe: dict[str, Any]) -> dict[str, int]:
+    """Whether the clip is a layered scene and, if so, its first sprite's factors; else the
+    whole-frame motion's profile and the directions of its zoom, turn and shift."""
+    if "layered" in recipe:
+        return {"layered": 1, **sprite_factors(recipe["layered"])}
+    motion = recipe["motion"]
+    return {
+        "layered": 0,
+        "camera_pingpong": int(motion["profile"] == "pingpong"),
+        "camera_zooms_in": int(motion["zoom1"] > motion["zoom0"]),
+        "camera_turns_clockwise": int(motion["angle1_deg"] > motion["angle0_deg"]),
+        "camera_moves_right": int(motion["shift1"][0] > motion["shift0"][0]),
+        "camera_moves_down": int(motion["shift1"][1] > motion["shift0"][1]),
+    }
+
+
+@register_source(
+    "stacked_affine",
+    config=StackedAffineConfig,
+    render=render_affine,
+    factors=RecipeFactors(classes=lambda config: dict(AFFINE_FACTORS), of=affine_factors),
+)
 class StackedAffineSource:
     """An infinite stream of stacked-affine clips (see :class:`StackedAffineConfig`)."""
 

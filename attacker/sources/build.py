@@ -21,7 +21,7 @@ from attacker.sources._base import (
 from attacker.sources.config import parse_source_config
 from attacker.sources.registry import get_source_entry, list_sources
 
-__all__ = ["build_source", "recreate_clip"]
+__all__ = ["build_source", "factor_classes", "recipe_factors", "recreate_clip"]
 
 
 def build_source(
@@ -69,3 +69,28 @@ def recreate_clip(recipe: Mapping[str, Any], *, shape: ClipShape) -> np.ndarray:
         return render(recipe, shape)
     except KeyError as exc:
         raise SourceError(f"{kind} recipe is missing {exc}") from None
+
+
+def factor_classes(config: SourceConfigBase) -> dict[str, int]:
+    """The motion factors (name -> number of values) the recipes of ``config``'s source name; a
+    one-line :class:`SourceError` if its recipes name none (see ``RecipeFactors``)."""
+    factors = get_source_entry(config.kind).factors
+    classes = {} if factors is None else factors.classes(config)
+    if not classes:
+        with_factors = [
+            k for k in list_sources() if k != config.kind and get_source_entry(k).factors
+        ]
+        raise SourceError(
+            f"the recipes of source {config.kind!r} name no motion factors; sources whose "
+            f"recipes do: {', '.join(with_factors)}"
+        )
+    return classes
+
+
+def recipe_factors(recipe: Mapping[str, Any]) -> dict[str, int]:
+    """The motion factors one recipe names ({} for a source whose recipes name none)."""
+    kind = recipe.get("source")
+    if not isinstance(kind, str) or kind not in list_sources():
+        raise SourceError(f"no source {kind!r} to read motion factors from its recipe")
+    factors = get_source_entry(kind).factors
+    return {} if factors is None else factors.of(dict(recipe))

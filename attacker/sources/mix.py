@@ -33,7 +33,7 @@ from attacker.sources._base import (
     SourceModel,
     derive_seed,
 )
-from attacker.sources.registry import register_source
+from attacker.sources.registry import RecipeFactors, register_source
 
 if TYPE_CHECKING:
     from attacker.sources.config import SourceConfig
@@ -81,7 +81,33 @@ def render_mix(recipe: dict[str, Any], shape: ClipShape) -> np.ndarray:
     return recreate_clip(inner, shape=shape)
 
 
-@register_source("mix", config=MixConfig, render=render_mix)
+def mix_factor_classes(config: MixConfig) -> dict[str, int]:
+    """The motion factors of every part whose recipes name some (a natural part names none)."""
+    from attacker.sources.build import factor_classes  # build -> config -> this module
+
+    classes: dict[str, int] = {}
+    for part in config.parts:
+        try:
+            classes.update(factor_classes(part.source))
+        except SourceError:
+            continue
+    return classes
+
+
+def mix_recipe_factors(recipe: dict[str, Any]) -> dict[str, int]:
+    """The motion factors of the part recipe a mix recipe wraps."""
+    from attacker.sources.build import recipe_factors  # build -> config -> this module
+
+    inner = recipe.get("recipe")
+    return recipe_factors(inner) if isinstance(inner, Mapping) else {}
+
+
+@register_source(
+    "mix",
+    config=MixConfig,
+    render=render_mix,
+    factors=RecipeFactors(classes=mix_factor_classes, of=mix_recipe_factors),
+)
 def build_mix(config: MixConfig, *, shape: ClipShape, seed: int) -> MixSource:
     """The mix a config describes; part ``i`` gets its own seed derived from ``seed`` and ``i``,
     and is named after its kind unless two parts share one (then ``<kind>_<i>``)."""

@@ -23,6 +23,7 @@ import numpy as np
 from attacker.sources._base import ClipShape, QuerySource, SourceConfigBase, SourceError
 
 __all__ = [
+    "RecipeFactors",
     "RecipeRenderer",
     "SourceBuilder",
     "SourceEntry",
@@ -50,14 +51,31 @@ recipe field may raise ``KeyError`` (reported as ``"<kind> recipe is missing '<f
 
 
 @dataclass(frozen=True)
+class RecipeFactors:
+    """What a source's recipes say about how its clips move, as categorical factors (the
+    targets of ``train.pretext``, which pre-trains a student to read them off the clips).
+
+    ``classes(config)`` names every factor the source's clips may have and its number of values;
+    ``of(recipe)`` gives the value of each factor that applies to that clip (one that does not
+    apply, such as a sprite's path on a clip without sprites, is left out).
+    """
+
+    classes: Callable[[Any], dict[str, int]]
+    of: Callable[[dict[str, Any]], dict[str, int]]
+
+
+@dataclass(frozen=True)
 class SourceEntry:
-    """One registered source: its YAML tag, config model, builder and recipe re-creator."""
+    """One registered source: its YAML tag, config model, builder, recipe re-creator and, where
+    its recipes describe the motion, the factors they name."""
 
     kind: str
     config: type[SourceConfigBase]
     builder: SourceBuilder
     # None: the source's clips cannot be re-created from recipes (recreate_clip refuses them).
     render: RecipeRenderer | None
+    # None: the source's recipes name no motion factors (train.pretext refuses the source).
+    factors: RecipeFactors | None = None
 
     @property
     def description(self) -> str:
@@ -71,7 +89,11 @@ B = TypeVar("B", bound=SourceBuilder)
 
 
 def register_source(
-    kind: str, *, config: type[SourceConfigBase], render: RecipeRenderer | None
+    kind: str,
+    *,
+    config: type[SourceConfigBase],
+    render: RecipeRenderer | None,
+    factors: RecipeFactors | None = None,
 ) -> Callable[[B], B]:
     """Decorator that files a source class (or builder) under ``kind``.
 
@@ -82,7 +104,9 @@ def register_source(
         _check_config(kind, config)
         if kind in _REGISTRY:
             raise ValueError(f"source kind {kind!r} is already registered")
-        _REGISTRY[kind] = SourceEntry(kind=kind, config=config, builder=builder, render=render)
+        _REGISTRY[kind] = SourceEntry(
+            kind=kind, config=config, builder=builder, render=render, factors=factors
+        )
         return builder
 
     return decorate

@@ -25,7 +25,7 @@ from attacker.sources._base import ClipShape, clip_rng, finish_clip, to_uint8
 from attacker.sources._resample import sample_bilinear
 from attacker.sources.textures import PATTERNS, draw_texture
 
-__all__ = ["MASKS", "render_layered", "sample_layered"]
+__all__ = ["MASKS", "SPRITE_FACTORS", "render_layered", "sample_layered", "sprite_factors"]
 
 _TEXTURE_STREAM: Final = 31
 _TEXTURE_SIZE: Final = 48
@@ -36,6 +36,22 @@ PATTERN_NAMES: Final = tuple(PATTERNS)
 _SWING_CHANCE: Final = 0.2
 _PULSE_CHANCE: Final = 0.2
 MASKS: Final = ("ellipse", "rectangle", "triangle", "cross", "star", "half_disk")
+PATHS: Final = ("line", "pingpong", "circle", "still")
+OPACITIES: Final = ("steady", "blink", "fade")
+
+#: The motion factors a layered scene's recipe names, read off its first sprite (the only one
+#: in 70% of scenes): factor -> number of values (see :func:`sprite_factors`).
+SPRITE_FACTORS: Final = {
+    "sprite_path": len(PATHS),
+    "sprite_opacity": len(OPACITIES),
+    "sprite_pulses": 2,
+    "sprite_rocks": 2,
+    "sprite_jitters": 2,
+    "sprite_turn": 3,
+    "sprite_grows": 2,
+    "sprite_moves_right": 2,
+    "sprite_moves_down": 2,
+}
 
 
 def _mask(kind: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -65,7 +81,7 @@ def sample_layered(rng: np.random.Generator, *, seed: int, index: int) -> dict[s
     """A random layered scene (JSON-ready): background image and 1-2 sprites."""
     sprites = []
     for layer in range(1 if rng.uniform() < 0.7 else 2):
-        path = str(rng.choice(["line", "pingpong", "circle", "still"], p=[0.4, 0.25, 0.2, 0.15]))
+        path = str(rng.choice(PATHS, p=[0.4, 0.25, 0.2, 0.15]))
         sprites.append(
             {
                 "texture": str(rng.choice(PATTERN_NAMES)),
@@ -79,7 +95,7 @@ def sample_layered(rng: np.random.Generator, *, seed: int, index: int) -> dict[s
                 "phase": float(rng.uniform(0, 2 * math.pi)),
                 "turn": float(rng.choice([0.0, rng.uniform(-1.5, 1.5)], p=[0.4, 0.6]) * math.pi),
                 "angle0": float(rng.uniform(0, 2 * math.pi)),
-                "opacity": str(rng.choice(["steady", "blink", "fade"], p=[0.8, 0.12, 0.08])),
+                "opacity": str(rng.choice(OPACITIES, p=[0.8, 0.12, 0.08])),
                 "opacity_cycles": float(rng.uniform(1.5, 4.0)),
                 "jitter": float(rng.choice([0.0, rng.uniform(0.02, 0.08)], p=[0.85, 0.15])),
             }
@@ -100,6 +116,27 @@ def sample_layered(rng: np.random.Generator, *, seed: int, index: int) -> dict[s
         sprite["swing"] = _oscillation(rng, _SWING_CHANCE, depth=(0.1, 0.5))
         sprite["pulse"] = _oscillation(rng, _PULSE_CHANCE, depth=(0.1, 0.5))
     return scene
+
+
+def sprite_factors(scene: dict[str, Any]) -> dict[str, int]:
+    """The :data:`SPRITE_FACTORS` of a scene: its first sprite's path, opacity schedule, whether
+    it pulses, rocks and jitters, its turn (none, clockwise, anticlockwise), whether it grows,
+    and, on a line or back-and-forth path, the signs of its velocity."""
+    sprite = scene["sprites"][0]
+    turn = float(sprite["turn"])
+    factors = {
+        "sprite_path": PATHS.index(sprite["path"]),
+        "sprite_opacity": OPACITIES.index(sprite["opacity"]),
+        "sprite_pulses": int(sprite.get("pulse") is not None),
+        "sprite_rocks": int(sprite.get("swing") is not None),
+        "sprite_jitters": int(float(sprite["jitter"]) > 0),
+        "sprite_turn": 0 if turn == 0 else (1 if turn > 0 else 2),
+        "sprite_grows": int(sprite["radius"][1] > sprite["radius"][0]),
+    }
+    if sprite["path"] in ("line", "pingpong"):
+        factors["sprite_moves_right"] = int(sprite["velocity"][0] > 0)
+        factors["sprite_moves_down"] = int(sprite["velocity"][1] > 0)
+    return factors
 
 
 def _oscillation(

@@ -29,6 +29,7 @@ def point_entry(queries: int, fidelity: Fidelity, trained: TrainResult) -> dict[
         "epochs": trained.epochs,
         "resumed_from_epoch": trained.resumed_from_epoch,
         "loss_parts": {k: round(v, 5) for k, v in last.items() if k not in ("epoch", "steps")},
+        **({} if trained.pretext is None else {"pretext": trained.pretext}),
     }
 
 

@@ -20,6 +20,7 @@ import torch
 
 from attacker.config import AttackConfig
 from attacker.data import TransferManifest, TransferSet
+from attacker.sources import ClipShape
 from attacker.students import (
     StudentModel,
     StudentPreprocessing,
@@ -28,6 +29,7 @@ from attacker.students import (
 )
 from attacker.train.loop import TrainResult, TrainSettings, batches_per_epoch, train_student
 from attacker.train.losses import ExtractionLoss, build_loss_from_spec
+from attacker.train.pretext import PretextResult, PretextSettings, pretrain_on_recipes
 from attacker.train.process import prepare_training_process
 from shared.schemas import OutputMode
 
@@ -38,6 +40,7 @@ __all__ = [
     "build_run_loss",
     "build_student",
     "point_settings",
+    "pretext_settings",
     "train_over_points",
     "train_settings",
     "training_fingerprint",
@@ -118,6 +121,24 @@ def point_settings(config: AttackConfig, steps: int, mode: OutputMode | str) -> 
     )
 
 
+def pretext_settings(config: AttackConfig) -> PretextSettings | None:
+    """The run's ``train.pretext`` as settings (the recipe's optimiser, precision and seed), or
+    None when it is off."""
+    p, t = config.train.pretext, config.train
+    if p is None:
+        return None
+    return PretextSettings(
+        steps=p.steps,
+        clips=p.clips,
+        batch_size=p.batch_size,
+        lr=p.lr or t.lr,
+        weight_decay=t.weight_decay,
+        warmup_steps=min(t.warmup_steps, max(1, p.steps // 5)),
+        precision=t.precision,
+        seed=config.seed,
+    )
+
+
 def _continual_steps(config: AttackConfig, added: int) -> int:
     return math.ceil(config.train.epochs * added / config.train.batch_size)
 
@@ -168,18 +189,41 @@ class ContinualTrainer:
         self.show_progress = show_progress
         self.student: StudentModel | None = None
         self.trained_to: list[int] = []  # the transfer-set sizes trained at so far
+        self.pretext: PretextResult | None = None
+        self._pretext_state: dict[str, torch.Tensor] | None = None
 
     def _new_student(self) -> StudentModel:
-        return build_student(
-            self.config, labels=self.manifest.labels, clip_shape=self.manifest.clip_shape
+        """A new student, pre-trained on the source's recipes first when ``train.pretext`` asks
+        (once per trainer: a fresh plan's later students reuse the cached weights)."""
+        config = self.config
+        student = build_student(
+            config, labels=self.manifest.labels, clip_shape=self.manifest.clip_shape
         )
+        settings = pretext_settings(config)
+        if self._pretext_state is not None:
+            student.load_state_dict(self._pretext_state)
+        elif settings is not None:
+            pretext = config.train.pretext
+            assert pretext is not None
+            self.pretext = pretrain_on_recipes(
+                student,
+                config.query.source,
+                shape=ClipShape(*(int(v) for v in self.manifest.clip_shape[:3])),
+                settings=settings,
+                cache=pretext.cache_dir or self.checkpoints,
+                show_progress=self.show_progress,
+            )
+            self._pretext_state = {k: v.clone() for k, v in student.state_dict().items()}
+        return student
 
     def advance(self, transfer: TransferSet, limit: int) -> TrainResult:
         """Train on the first ``limit`` clips of ``transfer`` (the student is :attr:`student`)."""
         config = self.config
         fresh = config.train.plan == "fresh"
-        if fresh or self.student is None:
-            self.student = self._new_student()
+        student = self.student
+        built = fresh or student is None
+        if fresh or student is None:
+            student = self.student = self._new_student()
         mode = self.manifest.output
         if fresh:
             settings = train_settings(config, limit, mode)
@@ -187,8 +231,8 @@ class ContinualTrainer:
             previous = self.trained_to[-1] if self.trained_to else 0
             settings = point_settings(config, _continual_steps(config, limit - previous), mode)
         self.trained_to.append(limit)
-        return train_student(
-            self.student,
+        result = train_student(
+            student,
             transfer,
             self.loss,
             settings,
@@ -200,6 +244,9 @@ class ContinualTrainer:
             desc=f"train {limit} queries",
             show_progress=self.show_progress,
         )
+        if built and self.pretext is not None:
+            result.pretext = self.pretext.to_dict()
+        return result
 
 
 def train_over_points(

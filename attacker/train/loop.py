@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -52,6 +53,9 @@ class TrainResult:
     seconds: float = 0.0
     resumed_from_epoch: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    # The pre-training on the source's recipes the student had before this call, if it was
+    # built for it (``PretextResult.to_dict()``; attacker/train/pretext.py).
+    pretext: dict[str, Any] | None = None
 
 
 EpochHook = Callable[[int, StudentModel], float | None]  # (epoch, model) -> plateau metric
