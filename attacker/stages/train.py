@@ -4,6 +4,7 @@
 attacker works: at each budget point it adds ``epochs`` passes' worth of steps over the clips
 that point added, every step drawing from all clips collected so far, with a fresh warm-up and
 cosine decay. ``plan: fresh`` trains a new student per point (the older, costlier protocol).
+With ``train.pretext`` every new student first learns the source's recipes (pretext.py).
 After each point ``on_point(queries, student, result)`` runs (the run evaluates there).
 """
 
@@ -41,6 +42,7 @@ __all__ = [
     "build_student",
     "point_settings",
     "pretext_settings",
+    "pretrain_if_asked",
     "train_over_points",
     "train_settings",
     "training_fingerprint",
@@ -139,6 +141,30 @@ def pretext_settings(config: AttackConfig) -> PretextSettings | None:
     )
 
 
+def pretrain_if_asked(
+    config: AttackConfig,
+    student: StudentModel,
+    clip_shape: Sequence[int],
+    *,
+    checkpoints: Path | None,
+    show_progress: bool = True,
+) -> PretextResult | None:
+    """Pre-train ``student`` in place on the query source's recipes if ``train.pretext`` is on
+    (cached in its ``cache_dir``, else in ``checkpoints``); None when it is off."""
+    settings = pretext_settings(config)
+    pretext = config.train.pretext
+    if settings is None or pretext is None:
+        return None
+    return pretrain_on_recipes(
+        student,
+        config.query.source,
+        shape=ClipShape(*(int(v) for v in clip_shape[:3])),
+        settings=settings,
+        cache=pretext.cache_dir or checkpoints,
+        show_progress=show_progress,
+    )
+
+
 def _continual_steps(config: AttackConfig, added: int) -> int:
     return math.ceil(config.train.epochs * added / config.train.batch_size)
 
@@ -199,20 +225,17 @@ class ContinualTrainer:
         student = build_student(
             config, labels=self.manifest.labels, clip_shape=self.manifest.clip_shape
         )
-        settings = pretext_settings(config)
         if self._pretext_state is not None:
             student.load_state_dict(self._pretext_state)
-        elif settings is not None:
-            pretext = config.train.pretext
-            assert pretext is not None
-            self.pretext = pretrain_on_recipes(
-                student,
-                config.query.source,
-                shape=ClipShape(*(int(v) for v in self.manifest.clip_shape[:3])),
-                settings=settings,
-                cache=pretext.cache_dir or self.checkpoints,
-                show_progress=self.show_progress,
-            )
+            return student
+        self.pretext = pretrain_if_asked(
+            config,
+            student,
+            self.manifest.clip_shape,
+            checkpoints=self.checkpoints,
+            show_progress=self.show_progress,
+        )
+        if self.pretext is not None:
             self._pretext_state = {k: v.clone() for k, v in student.state_dict().items()}
         return student
 

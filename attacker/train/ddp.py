@@ -26,6 +26,7 @@ from attacker.data.dataset import TransferDataset
 from attacker.stages.train import (
     build_run_loss,
     build_student,
+    pretrain_if_asked,
     train_settings,
     training_fingerprint,
 )
@@ -76,6 +77,14 @@ def train_from_run(
     settings = train_settings(config, count, mode, epochs=epochs)
     student = build_student(
         config, labels=transfer.manifest.labels, clip_shape=transfer.manifest.clip_shape
+    )
+    # The run's pre-trained weights, from its cache (every rank computes the same if absent).
+    pretrain_if_asked(
+        config,
+        student,
+        transfer.manifest.clip_shape,
+        checkpoints=run_dir / "checkpoints",
+        show_progress=show_progress and rank == 0,
     )
     result = train_student(
         student,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -286,7 +287,7 @@ def pretrain_on_recipes(
     result = pretrain_student(student, data, settings, show_progress=show_progress)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # DDP ranks may write it at once
         torch.save({"model": student.state_dict(), "result": result.to_dict()}, tmp)
         tmp.replace(path)
     return result

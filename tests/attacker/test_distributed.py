@@ -332,3 +332,24 @@ def test_the_command_runs_as_one_process_without_torchrun(tmp_path: Path) -> Non
     assert summary["world_size"] == 1 and summary["backend"] == "none"
     assert summary["steps"] == 2 and summary["epochs"] == 1
     assert summary["checksums"] == [state_checksum(load_exported_student(tmp_path / "single"))]
+
+
+def test_retraining_a_pretext_run_starts_from_its_cached_pretraining(tmp_path: Path) -> None:
+    from attacker.train.ddp import train_from_run
+
+    run_dir = _run_dir(tmp_path, n=12)
+    config = yaml.safe_load((run_dir / "config.resolved.yaml").read_text(encoding="utf-8"))
+    config["query"]["source"] = {"kind": "stacked_affine"}
+    config["train"]["pretext"] = {"steps": 2, "clips": 16, "batch_size": 4}
+    (run_dir / "config.resolved.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+
+    def retrain() -> Path:
+        train_from_run(
+            run_dir, distributed=None, epochs=1, out=tmp_path / "ddp", show_progress=False
+        )
+        (cached,) = (run_dir / "checkpoints").glob("pretext-*.pt")
+        return cached
+
+    first = retrain()
+    written = first.stat().st_mtime_ns
+    assert retrain() == first and first.stat().st_mtime_ns == written  # loaded, not redone
