@@ -10,8 +10,9 @@ distil from the victim's answers as usual with ``bench/recipe_ablation.py --init
 
 One head per recipe parameter (the first sprite's path, opacity, pulse, swing, jitter, turn,
 growth and direction; a whole-frame clip's profile and the directions of its zoom, rotation and
-shift), cross-entropy summed over the heads that apply. Not in the attacker: it did not help
-(README, "Sprites that rock and pulse").
+shift), cross-entropy summed over the heads that apply. The prototype of the attacker's
+``train.pretext`` (attacker/train/pretext.py, the same factors from the source's own
+``RecipeFactors``), kept as the script that produced ``bench/results/pretext_pretrain.log``.
 """
 
 import argparse
