@@ -112,10 +112,18 @@ ATTACKS["active-balanced-grey-box"] = {
     "select": {"strategy": "balanced", "pool_factor": 8},
 }
 # Balanced selection from a student first pre-trained on 20,000 unpaid clips of the source to
-# read the motion factors their recipes name (train.pretext, attacker/train/pretext.py).
+# read the motion factors their recipes name (train.pretext, attacker/train/pretext.py). The
+# pre-trained weights depend on the seed, source and student only, not on the answers, so the
+# attacks share one cache: the label-only run of a seed reuses the probabilities run's.
+PRETEXT_CACHE = Path(__file__).resolve().parent / ".cache" / "pretext"
+PRETEXT = {"steps": 4000, "clips": 20000, "cache_dir": str(PRETEXT_CACHE)}
 ATTACKS["active-balanced-pretext"] = {
     **ATTACKS["active-balanced"],
-    "train": {**SOFT_LOSS, "pretext": {"steps": 4000, "clips": 20000}},
+    "train": {**SOFT_LOSS, "pretext": PRETEXT},
+}
+ATTACKS["active-balanced-label-pretext"] = {
+    **ATTACKS["active-balanced-label"],
+    "train": {"pretext": PRETEXT},
 }
 # KnockoffNets-style bandit over source kinds (its arms: the parts of a mix, equal weights).
 ATTACKS["active-bandit"] = {

@@ -49,6 +49,8 @@ __all__ = [
     "pretrain_student",
 ]
 
+# Part of every cache key: bump it when what pre-training does changes, so no stale weights load.
+_PRETEXT_VERSION: Final = 1
 _PRETEXT_STREAM: Final = 61  # the pre-training clips' seed, apart from the paid stream's
 _HELD_OUT_FRACTION: Final = 0.05
 _MAX_HELD_OUT: Final = 1000
@@ -238,7 +240,8 @@ def pretext_key(
     settings: PretextSettings,
 ) -> str:
     """What determines the pre-trained weights: the source, the student (its config and its
-    initial weights), the clip shape, the settings (seed included) and the recipe format."""
+    initial weights), the clip shape, the settings (seed included), the recipe format and the
+    version of this module's method."""
     digest = hashlib.blake2b(digest_size=16)
     for name, tensor in sorted(student.state_dict().items()):
         digest.update(name.encode())
@@ -251,6 +254,7 @@ def pretext_key(
             shape.as_list(),
             asdict(settings),
             RECIPE_VERSION,
+            _PRETEXT_VERSION,
         ],
         sort_keys=True,
         default=str,
