@@ -142,7 +142,7 @@ def _keep_one_motion(sprite: dict[str, Any], motion: str, rng: np.random.Generat
         sprite["opacity"] = str(rng.choice(OPACITIES[1:]))
     if motion == "jitter" and sprite["jitter"] == 0.0:
         sprite["jitter"] = float(rng.uniform(0.02, 0.08))
-    held: dict[str, dict[str, Any]] = {
+    held = {
         "path": {"path": "still"},
         "turn": {"turn": 0.0},
         "size": {"radius": [sprite["radius"][0]] * 2},
