@@ -4,8 +4,7 @@ A whole-frame affine warp (camera motion) is a poor probe of a classifier of *th
 move*; a layered clip adds what action videos are made of: a few foreground layers, each an
 image cut out by a random mask, following its own affine trajectory (straight, back and forth,
 or round a circle; turning, sometimes rocking; growing or shrinking, sometimes pulsing) with an
-opacity schedule (steady, blinking or fading) and sometimes a jitter; and, in some sprites, one of
-these motions alone, the others held still. Every parameter is drawn
+opacity schedule (steady, blinking or fading) and sometimes a jitter. Every parameter is drawn
 from wide generic ranges from a generator seeded by (seed, index), and the recipe holds them
 all, so clips re-create exactly.
 
@@ -36,9 +35,6 @@ PATTERN_NAMES: Final = tuple(PATTERNS)
 # centre does on a "pingpong" path.
 _SWING_CHANCE: Final = 0.2
 _PULSE_CHANCE: Final = 0.2
-# Chance that a sprite makes one kind of motion alone (see :func:`_keep_one_motion`).
-_SOLO_CHANCE: Final = 0.3
-SOLO_MOTIONS: Final = ("path", "turn", "size", "pulse", "swing", "opacity", "jitter")
 MASKS: Final = ("ellipse", "rectangle", "triangle", "cross", "star", "half_disk")
 PATHS: Final = ("line", "pingpong", "circle", "still")
 OPACITIES: Final = ("steady", "blink", "fade")
@@ -119,41 +115,7 @@ def sample_layered(rng: np.random.Generator, *, seed: int, index: int) -> dict[s
     for sprite in sprites:
         sprite["swing"] = _oscillation(rng, _SWING_CHANCE, depth=(0.1, 0.5))
         sprite["pulse"] = _oscillation(rng, _PULSE_CHANCE, depth=(0.1, 0.5))
-    # Drawn last, for the same reason.
-    for sprite in sprites:
-        if rng.uniform() < _SOLO_CHANCE:
-            _keep_one_motion(sprite, str(rng.choice(SOLO_MOTIONS)), rng)
     return scene
-
-
-def _keep_one_motion(sprite: dict[str, Any], motion: str, rng: np.random.Generator) -> None:
-    """Make ``sprite`` do ``motion`` alone: drawn afresh if the sprite lacked it, every other
-    motion held still (no path, turn, change of size, pulse, rocking, blinking or jitter). A
-    motion made of several parts is one action as often as it is many, and a classifier of
-    motions is probed by each part alone as well as by their mixtures."""
-    if motion == "path" and sprite["path"] == "still":
-        sprite["path"] = str(rng.choice(PATHS[:-1]))
-    if motion == "turn" and sprite["turn"] == 0.0:
-        sprite["turn"] = float(rng.choice([-1.0, 1.0]) * rng.uniform(0.3, 1.5) * math.pi)
-    for key in ("pulse", "swing"):
-        if motion == key and sprite[key] is None:
-            sprite[key] = _oscillation(rng, 1.0, depth=(0.1, 0.5))
-    if motion == "opacity" and sprite["opacity"] == "steady":
-        sprite["opacity"] = str(rng.choice(OPACITIES[1:]))
-    if motion == "jitter" and sprite["jitter"] == 0.0:
-        sprite["jitter"] = float(rng.uniform(0.02, 0.08))
-    held = {
-        "path": {"path": "still"},
-        "turn": {"turn": 0.0},
-        "size": {"radius": [sprite["radius"][0]] * 2},
-        "pulse": {"pulse": None},
-        "swing": {"swing": None},
-        "opacity": {"opacity": "steady"},
-        "jitter": {"jitter": 0.0},
-    }
-    for other, still in held.items():
-        if other != motion:
-            sprite.update(still)
 
 
 def sprite_factors(scene: dict[str, Any]) -> dict[str, int]:

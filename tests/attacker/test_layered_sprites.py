@@ -9,13 +9,7 @@ from typing import Any
 import numpy as np
 
 from attacker.sources._base import ClipShape, clip_rng
-from attacker.sources.sprites import (
-    SOLO_MOTIONS,
-    _keep_one_motion,
-    _trajectory,
-    render_layered,
-    sample_layered,
-)
+from attacker.sources.sprites import _trajectory, render_layered, sample_layered
 
 SHAPE = ClipShape(16, 32, 32)
 
@@ -94,47 +88,3 @@ def test_some_sprites_swing_or_pulse_and_clips_recreate() -> None:
     assert not np.array_equal(
         render_layered(scene, SHAPE, index=0), render_layered(static, SHAPE, index=0)
     )
-
-
-def _motions(sprite: dict[str, Any]) -> set[str]:
-    """The kinds of motion a sprite makes (the names of ``SOLO_MOTIONS``)."""
-    made = {
-        "path": sprite["path"] != "still",
-        "turn": sprite["turn"] != 0.0,
-        "size": sprite["radius"][0] != sprite["radius"][1],
-        "pulse": sprite["pulse"] is not None,
-        "swing": sprite["swing"] is not None,
-        "opacity": sprite["opacity"] != "steady",
-        "jitter": sprite["jitter"] > 0.0,
-    }
-    return {name for name, moves in made.items() if moves}
-
-
-def test_some_sprites_make_each_kind_of_motion_alone() -> None:
-    scenes = [sample_layered(clip_rng(11, 24, i), seed=11, index=i) for i in range(600)]
-    made = [_motions(sprite) for scene in scenes for sprite in scene["sprites"]]
-    alone = [next(iter(m)) for m in made if len(m) == 1]
-    assert set(alone) == set(SOLO_MOTIONS)
-    assert all(alone.count(name) >= 10 for name in SOLO_MOTIONS if name != "size")
-    # Most sprites still mix several motions.
-    assert np.mean([len(m) >= 2 for m in made]) > 0.5
-
-
-def test_a_sprite_kept_to_its_pulse_stays_put_and_swings_in_size() -> None:
-    sprite = _sprite(
-        path="line",
-        velocity=[0.4, -0.3],
-        turn=1.0,
-        radius=[0.15, 0.3],
-        swing={"depth": 0.3, "cycles": 1.0, "phase": 0.0},
-        opacity="blink",
-        jitter=0.05,
-        pulse=None,
-    )
-    _keep_one_motion(sprite, "pulse", np.random.default_rng(3))
-    assert _motions(sprite) == {"pulse"}
-    x, y, angle, radius, opacity = _poses(sprite)
-    assert np.ptp(x) == 0 and np.ptp(y) == 0 and np.ptp(angle) == 0
-    assert np.all(opacity == 1.0)
-    base = 0.15 * 32.0
-    assert radius.max() > base * 1.05 and radius.min() < base * 0.95
