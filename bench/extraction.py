@@ -98,13 +98,6 @@ for _strategy in ACTIVE_STRATEGIES:
         "train": SOFT_LOSS,
         "select": {"strategy": _strategy, "pool_factor": 8},
     }
-# Balanced selection taking, within the class it fills, the student's least sure candidate or
-# the one farthest from everything bought (``select.balance_order``) instead of its surest.
-for _order in ("uncertain", "diverse"):
-    ATTACKS[f"active-balanced-{_order}"] = {
-        **ATTACKS["active-balanced"],
-        "select": {"strategy": "balanced", "pool_factor": 8, "balance_order": _order},
-    }
 # Balanced selection on the thinner answers: the student scores the candidates, so it needs
 # nothing from the victim but the paid answers, whatever their form.
 ATTACKS["active-balanced-topk5"] = {**ATTACKS["active-balanced"], "output": "topk", "top_k": 5}

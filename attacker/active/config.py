@@ -9,7 +9,6 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Strategy = Literal["random", "entropy", "margin", "coreset", "balanced", "bandit"]
-BalanceOrder = Literal["confident", "uncertain", "diverse"]
 
 
 class SelectConfig(BaseModel):
@@ -36,9 +35,6 @@ class SelectConfig(BaseModel):
     rounds: Annotated[int, Field(ge=1, le=1000)] = 10
     # coreset: at most this many already-bought clips (the latest) act as the initial centres.
     coreset_centres: Annotated[int, Field(ge=1)] = 4096
-    # balanced: which of the chosen class's candidates goes first: the student's surest, the
-    # least sure (smallest margin), or the farthest from everything bought (feature space).
-    balance_order: BalanceOrder = "confident"
     # bandit: step size of the preference update (rewards are standardised per round).
     bandit_step: Annotated[float, Field(gt=0)] = 0.5
 

@@ -103,15 +103,10 @@ class _Picker:
             scores,
             size,
             self.rng,
-            centres=centres() if self._needs_centres() else None,
+            centres=centres() if self.select.strategy == "coreset" else None,
             bought_classes=bought_classes,
-            balance_order=self.select.balance_order,
         )
         return [int(i) for i in chosen], scores.logits[chosen].argmax(axis=1)
-
-    def _needs_centres(self) -> bool:
-        strategy, order = self.select.strategy, self.select.balance_order
-        return strategy == "coreset" or (strategy == "balanced" and order == "diverse")
 
     def _pick_by_part(
         self,

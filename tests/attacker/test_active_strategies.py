@@ -79,56 +79,6 @@ def test_balanced_fills_the_classes_answered_least_with_the_surest_candidates() 
     assert chosen.tolist() == [5, 4, 6, 2, 0]
 
 
-def test_balanced_uncertain_takes_the_chosen_class_least_sure_candidate_first() -> None:
-    # Rows 0-2 look like class 0 with margins 5, 0.5 and 2; row 3 like class 1.
-    logits = [[5, 0, 0], [1, 0.5, 0], [2, 0, 0], [0, 4, 0]]
-    bought = np.array([0, 5, 5])
-    chosen = choose(
-        "balanced",
-        _scores(logits),
-        3,
-        np.random.default_rng(0),
-        bought_classes=bought,
-        balance_order="uncertain",
-    )
-    assert chosen.tolist() == [1, 2, 0]
-
-
-def test_balanced_diverse_spreads_a_class_over_its_clusters_away_from_what_was_bought() -> None:
-    # Every row looks like class 0; their features form three clusters, one of them bought.
-    rng = np.random.default_rng(0)
-    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
-    features = np.concatenate([c + 0.1 * rng.standard_normal((5, 2)) for c in centres])
-    # The surest rows all sit in cluster 0: the confident order would take three of them.
-    logits = [[9.0 - i, 0.0] if i < 5 else [1.0, 0.0] for i in range(15)]
-    scores = _scores(logits, features)
-    bought = np.array([0, 0])
-    surest = choose("balanced", scores, 3, np.random.default_rng(0), bought_classes=bought)
-    assert [int(i) // 5 for i in surest] == [0, 0, 0]
-    diverse = choose(
-        "balanced",
-        scores,
-        2,
-        np.random.default_rng(0),
-        bought_classes=bought,
-        centres=centres[:1],
-        balance_order="diverse",
-    )
-    assert sorted(int(i) // 5 for i in diverse) == [1, 2]
-
-
-def test_an_unknown_balance_order_is_an_error() -> None:
-    with pytest.raises(ValueError, match="unknown balance order"):
-        choose(
-            "balanced",
-            _scores([[0.0, 1.0]]),
-            1,
-            np.random.default_rng(0),
-            bought_classes=np.zeros(2),
-            balance_order="loudest",
-        )
-
-
 def test_a_pool_given_as_a_list_of_clips_scores_as_the_stacked_batch() -> None:
     """Pools are scored a batch at a time from the list of candidates (no whole-pool copy);
     the scores must be those of the stacked array, in pool order, across batch boundaries."""
