@@ -125,6 +125,10 @@ ATTACKS["active-balanced-label-pretext"] = {
     **ATTACKS["active-balanced-label"],
     "train": {"pretext": PRETEXT},
 }
+ATTACKS["active-balanced-topk5-pretext"] = {
+    **ATTACKS["active-balanced-topk5"],
+    "train": {**SOFT_LOSS, "pretext": PRETEXT},
+}
 # KnockoffNets-style bandit over source kinds (its arms: the parts of a mix, equal weights).
 ATTACKS["active-bandit"] = {
     "output": "probs",
