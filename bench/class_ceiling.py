@@ -17,6 +17,7 @@ import itertools
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -51,17 +52,15 @@ def victim_class_counts(model_name: str) -> tuple[np.ndarray, tuple[str, ...]]:
 
 
 def ceiling_rows(
-    results: dict[str, object], counts: np.ndarray, named: np.ndarray
+    results: dict[str, Any], counts: np.ndarray, named: np.ndarray
 ) -> list[tuple[str, int, float, float, float]]:
     """(attack, queries, agreement, agreement without the named classes, ceiling) per attack."""
     rows = []
-    attacks = results["attacks"]
-    assert isinstance(attacks, dict)
-    for name, attack in attacks.items():
+    others = ~named
+    for name, attack in results["attacks"].items():
         point = attack["points"][-1]
         agree = np.array([np.nan if a is None else a for a in point["class_agreement_mean"]])
         agree = np.nan_to_num(agree, nan=1.0)  # None: no clip of the class, so no miss
-        others = ~named
         total = float((agree * counts).sum() / counts.sum())
         without = float((agree[others] * counts[others]).sum() / counts[others].sum())
         ceiling = float(
